@@ -44,7 +44,9 @@ build_k8s() {
 	(cd "$here/tools/k8s" && CGO_ENABLED=0 go install -trimpath -ldflags "$(k8s_ldflags)" tool)
 }
 build_etcd() {
-	(cd "$here/tools/etcd" && CGO_ENABLED=0 go install -trimpath -ldflags '-s -w' tool && mv "$GOBIN/v3" "$GOBIN/etcd")
+	# go names the binary of go.etcd.io/etcd/server/v3 after the element
+	# before the major version suffix: "server".
+	(cd "$here/tools/etcd" && CGO_ENABLED=0 go install -trimpath -ldflags '-s -w' tool && mv "$GOBIN/server" "$GOBIN/etcd")
 }
 build_containerd() {
 	local m=github.com/containerd/containerd/v2/cmd
