@@ -1,0 +1,603 @@
+// Package httpproxy is carrier's HTTP data path: a hand-written HTTP/1.1
+// server and client with pooled upstream keep-alive connections, Upgrade
+// (WebSocket) tunnels, and HTTP/2 (h2c prior knowledge) served with
+// golang.org/x/net/http2.
+//
+// Each request is routed on the listener's route table at the moment it
+// arrives, to its route's cluster (a bridge through stowaway, or a plain
+// cluster), to the listener's fallback when no route matches or the bridge
+// cannot be reached before any request byte was sent, or answered
+// locally (direct responses, errors). Headers pass as they are, except the
+// hop-by-hop ones (RFC 9110 7.6.1) and X-Forwarded-For, to which the
+// client's address is appended.
+//
+// The HTTP/1.1 path allocates nothing per request in the steady state:
+// message heads are parsed into per-connection buffers, bodies move
+// through the connections' bufio buffers, and metric handles hang on the
+// compiled routes.
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"gefyra.dev/gefyra/carrier/internal/config"
+	"gefyra.dev/gefyra/carrier/internal/metrics"
+	"gefyra.dev/gefyra/carrier/internal/relay"
+	"gefyra.dev/gefyra/carrier/internal/upstream"
+)
+
+var (
+	errEOF            = io.EOF
+	errUnexpectedEOF  = io.ErrUnexpectedEOF
+	errMalformedChunk = errors.New("malformed chunked encoding")
+)
+
+// DefaultStreamIdleTimeout bounds a pause in a body when the route sets no
+// idle_timeout (Envoy's stream_idle_timeout default).
+const DefaultStreamIdleTimeout = 5 * time.Minute
+
+// Proxy serves client connections of HTTP listeners.
+type Proxy struct {
+	Pools   *upstream.Pools
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	// StreamIdleTimeout: see DefaultStreamIdleTimeout; 0 means the default.
+	StreamIdleTimeout time.Duration
+
+	h2once  sync.Once
+	h2      *http2.Server
+	h2conns h2Conns
+}
+
+func (p *Proxy) streamIdle() time.Duration {
+	if p.StreamIdleTimeout > 0 {
+		return p.StreamIdleTimeout
+	}
+	return DefaultStreamIdleTimeout
+}
+
+const bufSize = 16 << 10
+
+type clientConn struct {
+	p        *Proxy
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	req      message
+	resp     message
+	clientIP []byte
+	client   netip.AddrPort
+	num      [24]byte
+	ctx      context.Context
+	uc       *upstream.Conn // set by connect
+	dl       upstream.Deadlines
+}
+
+var clientConns = sync.Pool{New: func() any {
+	return &clientConn{br: bufio.NewReaderSize(nil, bufSize), bw: bufio.NewWriterSize(nil, bufSize)}
+}}
+
+// ServeConn serves one client connection until it closes, ctx is done, or
+// the listener is gone (current returns nil). current returns the
+// listener's config as of now; each request uses the one current when it
+// arrived.
+func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *config.Listener) {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	cc := clientConns.Get().(*clientConn)
+	cc.p, cc.c, cc.ctx = p, c, ctx
+	cc.dl.Reset()
+	cc.br.Reset(c)
+	cc.bw.Reset(c)
+	cc.client = netip.AddrPort{}
+	cc.clientIP = cc.clientIP[:0]
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		cc.client = ta.AddrPort()
+		cc.clientIP = cc.client.Addr().Unmap().AppendTo(cc.clientIP)
+	}
+	defer func() {
+		cc.br.Reset(nil)
+		cc.bw.Reset(nil)
+		cc.p, cc.c, cc.ctx, cc.uc = nil, nil, nil, nil
+		clientConns.Put(cc)
+	}()
+
+	l := current()
+	if l == nil || l.HTTP == nil {
+		return
+	}
+	if l.HTTP.Codec != config.CodecHTTP1 {
+		cc.dl.Read(c, time.Now(), l.HTTP.IdleTimeout)
+		pre, err := cc.br.Peek(4)
+		if err != nil {
+			return
+		}
+		if string(pre) == "PRI " {
+			p.serveH2(ctx, c, cc.br, current)
+			return
+		}
+		if l.HTTP.Codec == config.CodecHTTP2 {
+			return
+		}
+	}
+	for ctx.Err() == nil {
+		l = current()
+		if l == nil || l.HTTP == nil {
+			return
+		}
+		if !cc.serveOne(ctx, l) {
+			return
+		}
+	}
+}
+
+// serveOne reads and answers one request; false means close.
+func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener) bool {
+	h := l.HTTP
+	if h.RequestHeadersTimeout > 0 || cc.br.Buffered() == 0 {
+		cc.dl.Read(cc.c, time.Now(), h.IdleTimeout)
+		if _, err := cc.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	if h.RequestHeadersTimeout > 0 {
+		cc.dl.Read(cc.c, time.Now(), h.RequestHeadersTimeout)
+	}
+	started := time.Now()
+	req := &cc.req
+	if err := req.readRequest(cc.br); err != nil {
+		var pe *protoError
+		switch {
+		case errors.As(err, &pe):
+			cc.local(l.NoRouteStats, started, pe.Status, "carrier: "+pe.Msg+"\n", true)
+		case errors.Is(err, errHeadTooLarge), errors.Is(err, errTooMany):
+			cc.local(l.NoRouteStats, started, http.StatusRequestHeaderFieldsTooLarge, "carrier: request head too large\n", true)
+		}
+		return false
+	}
+	if eqFold(req.Method(), "connect") {
+		return cc.local(l.NoRouteStats, started, http.StatusMethodNotAllowed, "carrier: CONNECT is not supported\n", true)
+	}
+
+	p := cc.p
+	ch := p.choose(l, req, cc)
+	if ch.target == nil {
+		return cc.local(ch.stats, started, ch.status, ch.msg, false)
+	}
+	uc := cc.uc
+	cc.uc = nil
+	return cc.forward(ctx, ch.rt, ch.target, uc, ch.stats, started)
+}
+
+// connector opens an upstream for a cluster, keeping it for the caller.
+type connector interface {
+	connect(*config.Cluster) error
+}
+
+func (cc *clientConn) connect(c *config.Cluster) error {
+	uc, err := cc.p.Pools.Get(cc.ctx, c, cc.client, false, cc.req.chunked || cc.req.contentLength > 0)
+	cc.uc = uc
+	return err
+}
+
+// choice is where a request goes: a cluster whose connection the
+// connector opened, or (target nil) a local answer.
+type choice struct {
+	rt     *config.Route
+	target *config.Cluster
+	stats  *metrics.Series
+	status int
+	msg    string
+}
+
+// choose routes req; when its bridge cannot be reached it falls back.
+func (p *Proxy) choose(l *config.Listener, req config.Request, conn connector) choice {
+	h := l.HTTP
+	var rt *config.Route
+	reason := ""
+	if h.Routes == nil {
+		reason = metrics.ReasonRoutesPending
+	} else if rt = h.Routes.Route(req); rt == nil {
+		reason = metrics.ReasonNoRoute
+	}
+	if rt != nil && rt.Direct != nil {
+		return choice{rt: rt, stats: rt.Stats, status: rt.Direct.Status, msg: string(rt.Direct.Body)}
+	}
+	var target *config.Cluster
+	var stats *metrics.Series
+	fbStats := l.NoRouteStats
+	bridge := ""
+	if rt != nil {
+		fbStats = rt.FallbackStats
+		if rt.Cluster == nil {
+			reason = metrics.ReasonClusterAbsent
+		} else {
+			target, stats = rt.Cluster, rt.Stats
+			bridge = target.BridgeName()
+		}
+	}
+	if target != nil {
+		err := conn.connect(target)
+		if err == nil {
+			return choice{rt: rt, target: target, stats: stats}
+		}
+		var de *upstream.DialError
+		kind := upstream.KindConnect
+		if errors.As(err, &de) {
+			kind = de.Kind
+		}
+		p.Metrics.UpstreamError(target.Name, kind)
+		if target.Bridge == nil || l.Fallback == nil || l.Fallback == target {
+			p.logf(slog.LevelWarn, "upstream connect failed", "cluster", target.Name, "err", err)
+			return choice{rt: rt, stats: stats, status: http.StatusServiceUnavailable, msg: "carrier: upstream connect error: " + err.Error() + "\n"}
+		}
+		reason = metrics.ReasonConnectFailed
+		switch kind {
+		case upstream.KindRefused:
+			reason = metrics.ReasonBridgeRefused
+		case upstream.KindNoEndpoints:
+			reason = metrics.ReasonNoEndpoints
+		}
+		p.logf(slog.LevelDebug, "bridge unreachable, using the fallback", "bridge", bridge, "err", err)
+	}
+	if l.Fallback == nil {
+		msg := "carrier: no route matched and no fallback is configured\n"
+		if reason != metrics.ReasonNoRoute {
+			msg = "carrier: no fallback is configured (" + reason + ")\n"
+		}
+		return choice{rt: rt, stats: fbStats, status: http.StatusServiceUnavailable, msg: msg}
+	}
+	primary := l.NoRouteStats
+	if rt != nil {
+		primary = rt.Stats
+	}
+	primary.Fallback(reason)
+	if err := conn.connect(l.Fallback); err != nil {
+		var de *upstream.DialError
+		if errors.As(err, &de) {
+			p.Metrics.UpstreamError(l.Fallback.Name, de.Kind)
+		}
+		return choice{rt: rt, stats: fbStats, status: http.StatusServiceUnavailable, msg: "carrier: fallback connect error: " + err.Error() + "\n"}
+	}
+	return choice{rt: rt, target: l.Fallback, stats: fbStats}
+}
+
+func (p *Proxy) logf(level slog.Level, msg string, args ...any) {
+	if p.Log != nil {
+		p.Log.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// local answers a request itself. The request body, if any, is read and
+// dropped when small; otherwise the connection closes after the answer.
+func (cc *clientConn) local(stats *metrics.Series, started time.Time, status int, body string, closeConn bool) bool {
+	req := &cc.req
+	if !closeConn && !req.bodyRead && (req.chunked || req.contentLength > 0) {
+		if req.chunked || req.contentLength > 1<<20 || req.expect100 {
+			closeConn = true
+		} else {
+			cc.dl.Read(cc.c, time.Now(), 10*time.Second)
+			if _, err := cc.br.Discard(int(req.contentLength)); err != nil {
+				return false
+			}
+		}
+	}
+	if req.minor == 0 {
+		closeConn = true
+	}
+	w := cc.bw
+	w.WriteString("HTTP/1.1 ")
+	w.Write(strconv.AppendInt(cc.num[:0], int64(status), 10))
+	w.WriteByte(' ')
+	w.WriteString(http.StatusText(status))
+	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+	w.Write(strconv.AppendInt(cc.num[:0], int64(len(body)), 10))
+	w.WriteString("\r\n")
+	if closeConn {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	if !eqFold(req.Method(), "head") {
+		w.WriteString(body)
+	}
+	cc.dl.Write(cc.c, started, cc.p.streamIdle())
+	err := w.Flush()
+	stats.Request(status, time.Since(started).Seconds())
+	return err == nil && !closeConn
+}
+
+type bodyKind int
+
+const (
+	bodyNone bodyKind = iota
+	bodyFixed
+	bodyChunked
+	bodyUntilClose
+)
+
+// forward sends the request on uc and relays the response.
+func (cc *clientConn) forward(ctx context.Context, rt *config.Route, target *config.Cluster, uc *upstream.Conn, stats *metrics.Series, started time.Time) bool {
+	p := cc.p
+	req, resp := &cc.req, &cc.resp
+	timeout := config.DefaultRouteTimeout
+	idle := p.streamIdle()
+	if rt != nil {
+		timeout = rt.Timeout
+		if rt.IdleTimeout > 0 {
+			idle = rt.IdleTimeout
+		}
+	}
+	client := endpoint{cc.c, &cc.dl, idle}
+	hasBody := req.chunked || req.contentLength > 0
+	upgrade := req.isUpgrade()
+	var up int64
+	for attempt := 0; ; attempt++ {
+		upside := endpoint{uc.TCPConn, &uc.DL, idle}
+		if req.expect100 && hasBody && attempt == 0 {
+			cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			cc.dl.Write(cc.c, started, idle)
+			if err := cc.bw.Flush(); err != nil {
+				p.Pools.Discard(uc)
+				return false
+			}
+		}
+		cc.writeRequestHead(uc.W, upgrade)
+		var err error
+		switch {
+		case req.chunked:
+			up, err = copyChunked(uc.W, cc.br, true, upside, client)
+		case req.contentLength > 0:
+			up, err = copyN(uc.W, cc.br, req.contentLength, upside, client)
+		}
+		if hasBody {
+			req.bodyRead = err == nil
+		}
+		if err == nil {
+			uc.DL.Write(uc.TCPConn, started, idle)
+			if ferr := uc.W.Flush(); ferr != nil {
+				err = writeError{ferr}
+			}
+		}
+		if isReadError(err) {
+			// The client went away or sent a broken body.
+			p.Pools.Discard(uc)
+			stats.Request(499, time.Since(started).Seconds())
+			return false
+		}
+		if err == nil {
+			// The route timeout runs from the end of the request;
+			// after a long upload, read the clock again.
+			now := started
+			if up > 1<<20 {
+				now = time.Now()
+			}
+			uc.DL.Read(uc.TCPConn, now, timeout)
+			err = cc.readResponseHead(uc)
+		}
+		if err == nil {
+			break
+		}
+		// Nothing of the response has reached the client yet.
+		p.Pools.Discard(uc)
+		if uc.Reused && !hasBody && attempt == 0 && !isTimeout(err) && uc.R.Buffered() == 0 {
+			// A kept-alive connection the server closed meanwhile.
+			nuc, derr := p.Pools.Get(ctx, target, cc.client, true, false)
+			if derr == nil {
+				uc = nuc
+				continue
+			}
+			err = derr
+		}
+		kind, status, msg := metrics.ErrIO, http.StatusBadGateway, "carrier: upstream failed before responding: "
+		var pe *protoError
+		switch {
+		case isTimeout(err):
+			kind, status, msg = metrics.ErrTimeout, http.StatusGatewayTimeout, "carrier: upstream timed out: "
+		case errors.As(err, &pe), errors.Is(err, errHeadTooLarge), errors.Is(err, errTooMany):
+			kind = metrics.ErrProtocol
+		}
+		p.Metrics.UpstreamError(target.Name, kind)
+		// If the body did not make it out whole, the client's stream is
+		// out of step: close after answering.
+		return cc.local(stats, started, status, msg+err.Error()+"\n", hasBody && !req.bodyRead)
+	}
+
+	// Relay the response.
+	noBody := eqFold(req.Method(), "head") || resp.status < 200 || resp.status == 204 || resp.status == 304
+	kind := bodyNone
+	switch {
+	case noBody:
+	case resp.chunked:
+		kind = bodyChunked
+	case resp.contentLength >= 0:
+		kind = bodyFixed
+	default:
+		kind = bodyUntilClose
+	}
+	switching := upgrade && resp.status == http.StatusSwitchingProtocols
+	closeClient := req.connClose || req.minor == 0 || kind == bodyUntilClose
+	reuse := resp.minor == 1 && !resp.connClose && kind != bodyUntilClose && !upgrade
+	cc.writeResponseHead(kind, switching, closeClient)
+
+	if switching {
+		cc.dl.Write(cc.c, started, idle)
+		if err := cc.bw.Flush(); err != nil {
+			p.Pools.Discard(uc)
+			return false
+		}
+		stats.Request(resp.status, time.Since(started).Seconds())
+		cpend, _ := cc.br.Peek(cc.br.Buffered())
+		upend, _ := uc.R.Peek(uc.R.Buffered())
+		// The connection now belongs to the tunnel; stop watching ctx here
+		// (Join does) and never give it back to a pool.
+		toUp, toClient, err := relay.Join(ctx, cc.c, uc.TCPConn, cpend, upend)
+		stats.Bytes(up+toUp, toClient)
+		if err != nil {
+			p.logf(slog.LevelDebug, "upgraded connection ended", "err", err)
+		}
+		return false
+	}
+
+	var down int64
+	var err error
+	upside := endpoint{uc.TCPConn, &uc.DL, idle}
+	switch kind {
+	case bodyFixed:
+		down, err = copyN(cc.bw, uc.R, resp.contentLength, client, upside)
+	case bodyChunked:
+		down, err = copyChunked(cc.bw, uc.R, req.minor == 1, client, upside)
+	case bodyUntilClose:
+		down, err = copyAll(cc.bw, uc.R, client, upside)
+	}
+	if err == nil {
+		cc.dl.Write(cc.c, started, idle)
+		if ferr := cc.bw.Flush(); ferr != nil {
+			err = writeError{ferr}
+		}
+	}
+	stats.Request(resp.status, time.Since(started).Seconds())
+	stats.Bytes(up, down)
+	if err != nil {
+		if isReadError(err) {
+			p.Metrics.UpstreamError(target.Name, metrics.ErrIO)
+		}
+		p.Pools.Discard(uc)
+		return false
+	}
+	if reuse {
+		p.Pools.Put(uc)
+	} else {
+		p.Pools.Discard(uc)
+	}
+	return !closeClient
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// readResponseHead reads the response head, relaying interim (1xx)
+// responses other than 101 to the client.
+func (cc *clientConn) readResponseHead(uc *upstream.Conn) error {
+	resp := &cc.resp
+	for {
+		if err := resp.readResponse(uc.R); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errUnexpectedEOF
+			}
+			return err
+		}
+		if resp.status >= 200 {
+			return nil
+		}
+		if resp.status == http.StatusSwitchingProtocols {
+			if !cc.req.isUpgrade() {
+				return bad(502, "upstream switched protocols unasked")
+			}
+			return nil
+		}
+		if resp.status == http.StatusContinue && cc.req.expect100 {
+			continue // the client already had its 100 Continue from carrier
+		}
+		if cc.req.minor == 1 {
+			cc.writeResponseHead(bodyNone, false, false)
+			if err := cc.bw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (cc *clientConn) writeRequestHead(w *bufio.Writer, upgrade bool) {
+	req := &cc.req
+	w.Write(req.b(req.method))
+	w.WriteByte(' ')
+	w.Write(req.b(req.target))
+	w.WriteString(" HTTP/1.1\r\n")
+	if !req.hasHost {
+		// HTTP/1.1 needs a Host; an HTTP/1.0 client may not have sent one:
+		// name the address it connected to.
+		w.WriteString("Host: ")
+		w.WriteString(cc.c.LocalAddr().String())
+		w.WriteString("\r\n")
+	}
+	for _, f := range req.fields {
+		name := req.b(f.name)
+		if req.hopByHop(name, true) {
+			continue
+		}
+		w.Write(name)
+		w.WriteString(": ")
+		w.Write(req.b(f.value))
+		w.WriteString("\r\n")
+	}
+	if req.chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if req.teTrailers {
+		w.WriteString("TE: trailers\r\n")
+	}
+	if upgrade {
+		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		w.Write(req.b(req.upgrade))
+		w.WriteString("\r\n")
+	}
+	w.WriteString("X-Forwarded-For: ")
+	for _, s := range req.xff {
+		w.Write(req.b(s))
+		w.WriteString(", ")
+	}
+	w.Write(cc.clientIP)
+	w.WriteString("\r\n\r\n")
+}
+
+func (cc *clientConn) writeResponseHead(kind bodyKind, switching, closeClient bool) {
+	resp := &cc.resp
+	w := cc.bw
+	w.WriteString("HTTP/1.1 ")
+	w.Write(strconv.AppendInt(cc.num[:0], int64(resp.status), 10))
+	w.WriteByte(' ')
+	w.Write(resp.b(resp.reason))
+	w.WriteString("\r\n")
+	for _, f := range resp.fields {
+		name := resp.b(f.name)
+		if resp.hopByHop(name, false) {
+			continue
+		}
+		if kind == bodyChunked && eqFold(name, "content-length") {
+			continue
+		}
+		w.Write(name)
+		w.WriteString(": ")
+		w.Write(resp.b(f.value))
+		w.WriteString("\r\n")
+	}
+	switch {
+	case switching:
+		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		w.Write(resp.b(resp.upgrade))
+		w.WriteString("\r\n")
+	case closeClient:
+		w.WriteString("Connection: close\r\n")
+	}
+	if kind == bodyChunked && cc.req.minor == 1 {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	w.WriteString("\r\n")
+}

@@ -1,0 +1,212 @@
+// Package multicall decides what a carrier process is: the proxy, or a
+// command kubelet (or a user) runs inside the carrier container.
+//
+// # Why carrier must answer to any name
+//
+// Carrier replaces the image of a running Pod's container. A live Pod's
+// command, args, env and probes cannot change, so the container restarts
+// with the carrier image but with the original spec:
+//
+//   - If the spec sets `command` (e.g. ["uvicorn", "main:app"] or
+//     ["/app/server", "--port", "8155"]), the runtime resolves command[0]
+//     in the carrier image's filesystem (a bare name through the image's
+//     PATH). If no file is there, the container fails to start ("executable
+//     file not found") and the Pod never becomes Ready. The carrier image
+//     therefore holds its one binary at every path in ImagePaths (symlinks
+//     to /carrier), and the operator must check a workload's command[0]
+//     against that list before swapping images (and restore, or refuse,
+//     when it is not covered).
+//   - If the spec sets only `args`, the image's entrypoint (/carrier) runs
+//     with the original args appended; carrier ignores arguments it does
+//     not know.
+//   - Exec probes (`cat /tmp/healthy`, `/bin/grpc_health_probe -addr=:9000`,
+//     `sh -c "..."`) are run by kubelet inside the carrier container, as
+//     new processes of the same binary under the probe's argv[0]; they must
+//     exit 0 quickly so the Pod stays Ready and is not restarted. Their
+//     paths must be in ImagePaths too.
+//
+// # Telling the proxy from an exec'd command
+//
+// Environment variables cannot tell them apart: exec'd processes inherit
+// the container's environment, and it cannot be changed on a live Pod.
+// Arguments cannot either: the proxy is started with the original
+// program's arguments. What differs is order: the proxy is the container's
+// first process, started before any exec can happen. So the process that
+// first takes an exclusive flock(2) on the container's root directory
+// ("/", an inode of the container's own overlay mount, so each container
+// has its own lock) is the proxy and holds the lock until it dies; any
+// later process finds it taken and is an exec'd command: it exits 0 at
+// once. PID 1 is always the proxy (it is the container's init). A process
+// that is not PID 1 but finds the lock free (a Pod with
+// shareProcessNamespace, where pause is PID 1, or carrier run by hand) is
+// the proxy too. The lock path can be changed with GEFYRA_CARRIER_LOCK
+// (tests, running outside a container).
+package multicall
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Name is the binary's own name; started under it, carrier reads its flags.
+const Name = "carrier"
+
+// Binary is where the image holds the binary; every other path links here.
+const Binary = "/carrier"
+
+// ImagePaths are the paths the carrier image links to Binary: the program
+// names Pods commonly start with (application servers, interpreters,
+// shells) and the commands exec probes commonly run. The operator may
+// swap the image of a container only if its command[0] and its exec
+// probes' command[0] resolve to one of these (bare names through PATH:
+// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin).
+var ImagePaths = func() []string {
+	var paths []string
+	names := []string{
+		// Shells and coreutils that exec probes use.
+		"sh", "bash", "ash", "dash", "cat", "test", "true", "ls", "stat", "pgrep", "ps", "kill", "echo", "grep", "wget", "curl", "nc",
+		// Interpreters and application servers.
+		"python", "python3", "uvicorn", "gunicorn", "hypercorn", "daphne", "flask", "fastapi", "celery",
+		"node", "npm", "npx", "yarn", "pnpm", "bun", "deno", "java", "dotnet", "ruby", "bundle", "rails", "puma",
+		"php", "php-fpm", "perl", "nginx", "httpd", "apache2", "envoy", "tini", "dumb-init",
+		// Probe helpers.
+		"grpc_health_probe", "healthcheck", "redis-cli", "pg_isready", "mysqladmin",
+	}
+	for _, dir := range []string{"/bin", "/usr/bin", "/usr/local/bin"} {
+		for _, n := range names {
+			paths = append(paths, dir+"/"+n)
+		}
+	}
+	// Common absolute paths of a container's own program.
+	for _, p := range []string{"/app/server", "/app/main", "/app/app", "/app/healthcheck", "/server", "/main", "/entrypoint.sh", "/docker-entrypoint.sh", "/usr/local/bin/docker-entrypoint.sh"} {
+		paths = append(paths, p)
+	}
+	return paths
+}()
+
+// Role is what a process is.
+type Role int
+
+// Roles.
+const (
+	RoleProxy Role = iota // run carrier
+	RoleExec              // an exec'd command: exit 0
+)
+
+func (r Role) String() string {
+	if r == RoleExec {
+		return "exec"
+	}
+	return "proxy"
+}
+
+// DefaultLock is the path locked by the proxy.
+const DefaultLock = "/"
+
+// Decide returns this process's role. For RoleProxy, the returned file
+// holds the lock and must stay open for the life of the process.
+func Decide(lockPath string, pid int) (Role, *os.File, error) {
+	if lockPath == "" {
+		lockPath = DefaultLock
+	}
+	f, err := os.Open(lockPath)
+	if err != nil {
+		if pid == 1 {
+			return RoleProxy, nil, nil
+		}
+		return RoleProxy, nil, fmt.Errorf("cannot open lock %s (assuming the proxy): %w", lockPath, err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		return RoleProxy, f, nil
+	case errors.Is(err, syscall.EWOULDBLOCK) && pid != 1:
+		f.Close()
+		return RoleExec, nil, nil
+	case pid == 1:
+		// PID 1 is the container's init: always the proxy.
+		return RoleProxy, f, nil
+	default:
+		f.Close()
+		return RoleProxy, nil, fmt.Errorf("locking %s (assuming the proxy): %w", lockPath, err)
+	}
+}
+
+// IsOwnName reports whether argv0 names carrier itself, so its arguments
+// are carrier's flags rather than the original program's.
+func IsOwnName(argv0 string) bool {
+	return strings.TrimSuffix(filepath.Base(argv0), ".test") == Name
+}
+
+// FilterArgs keeps the arguments that are flags FlagSet knows (with their
+// values) and drops everything else: the original program's arguments
+// that kubelet passes to whatever binary the image has. known maps a flag
+// name to whether it is boolean.
+func FilterArgs(args []string, known map[string]bool) (kept, dropped []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			dropped = append(dropped, a)
+			continue
+		}
+		name := strings.TrimLeft(a, "-")
+		value, hasValue := "", false
+		if j := strings.IndexByte(name, '='); j >= 0 {
+			name, value, hasValue = name[:j], name[j+1:], true
+		}
+		isBool, ok := known[name]
+		if !ok {
+			dropped = append(dropped, a)
+			continue
+		}
+		switch {
+		case hasValue:
+			kept = append(kept, "-"+name+"="+value)
+		case isBool:
+			kept = append(kept, "-"+name)
+		case i+1 < len(args):
+			kept = append(kept, "-"+name+"="+args[i+1])
+			i++
+		default:
+			dropped = append(dropped, a)
+		}
+	}
+	return kept, dropped
+}
+
+// WriteLayout stages the carrier image's files under dir: the binary
+// (copied from binary) at Binary and a symlink to it at every ImagePaths
+// entry. `mkimage -add DIR:/` turns the tree into the image's layer.
+func WriteLayout(dir, binary string) error {
+	src, err := os.ReadFile(binary)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, Binary)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, src, 0o755); err != nil {
+		return err
+	}
+	for _, p := range ImagePaths {
+		link := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+			return err
+		}
+		os.Remove(link)
+		if err := os.Symlink(Binary, link); err != nil {
+			return err
+		}
+	}
+	return nil
+}
