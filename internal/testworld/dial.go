@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,7 +55,7 @@ func (w *World) HTTPClient() *http.Client {
 }
 
 // Service returns a Service.
-func (w *World) Service(t testing.TB, namespace, name string) *corev1.Service {
+func (w *World) Service(t T, namespace, name string) *corev1.Service {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -68,7 +67,7 @@ func (w *World) Service(t testing.TB, namespace, name string) *corev1.Service {
 }
 
 // ServiceAddr is the host-reachable ClusterIP:port of a Service's port.
-func (w *World) ServiceAddr(t testing.TB, namespace, name string, port int32) string {
+func (w *World) ServiceAddr(t T, namespace, name string, port int32) string {
 	t.Helper()
 	svc := w.Service(t, namespace, name)
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
@@ -85,7 +84,7 @@ func (w *World) ServiceAddr(t testing.TB, namespace, name string, port int32) st
 
 // NodePortAddr is the node's IP and the NodePort given to a Service's port
 // and protocol.
-func (w *World) NodePortAddr(t testing.TB, namespace, name string, port int32, proto corev1.Protocol) string {
+func (w *World) NodePortAddr(t T, namespace, name string, port int32, proto corev1.Protocol) string {
 	t.Helper()
 	svc := w.Service(t, namespace, name)
 	for _, p := range svc.Spec.Ports {

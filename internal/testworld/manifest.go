@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,7 +18,7 @@ const cleanupTimeout = 2 * time.Minute
 
 // Apply applies a YAML manifest (kubectl apply -f -) and deletes the same
 // objects when the test ends, pass or fail.
-func (w *World) Apply(t testing.TB, manifest string) {
+func (w *World) Apply(t T, manifest string) {
 	t.Helper()
 	w.KubectlStdin(t, manifest, "apply", "-f", "-")
 	t.Cleanup(func() {
@@ -33,7 +32,7 @@ func (w *World) Apply(t testing.TB, manifest string) {
 
 // ApplyKustomize applies a kustomization directory (kubectl apply -k) and
 // deletes it when the test ends.
-func (w *World) ApplyKustomize(t testing.TB, dir string) {
+func (w *World) ApplyKustomize(t T, dir string) {
 	t.Helper()
 	w.Kubectl(t, "apply", "-k", dir)
 	t.Cleanup(func() {
@@ -48,11 +47,11 @@ func (w *World) ApplyKustomize(t testing.TB, dir string) {
 // Namespace creates a namespace named prefix-<random> for one test and
 // deletes it (and everything in it) when the test ends; if the test failed,
 // what was in it goes to the test log first.
-func (w *World) Namespace(t testing.TB, prefix string) string {
+func (w *World) Namespace(t T, prefix string) string {
 	t.Helper()
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	name := prefix + "-" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -63,15 +62,19 @@ func (w *World) Namespace(t testing.TB, prefix string) string {
 	}
 	t.Logf("namespace %s", name)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if Failed(t) {
 			w.Dump(t, name)
 		}
-		w.deleteNamespace(t, name)
+		w.DeleteNamespace(t, name)
 	})
 	return name
 }
 
-func (w *World) deleteNamespace(t testing.TB, name string) {
+// DeleteNamespace deletes a namespace and waits until it is gone; a
+// namespace that does not exist is no error. Failures are reported with
+// t.Errorf, so it suits a cleanup.
+func (w *World) DeleteNamespace(t T, name string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	zero := int64(0)
@@ -97,7 +100,7 @@ func (w *World) deleteNamespace(t testing.TB, name string) {
 
 // Dump writes what is in a namespace (objects, events, and the logs of its
 // Pods' containers) to the test log.
-func (w *World) Dump(t testing.TB, namespace string) {
+func (w *World) Dump(t T, namespace string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -51,7 +50,7 @@ type World struct {
 }
 
 // Get returns the running world, or fails the test with UpHint.
-func Get(t testing.TB) *World {
+func Get(t T) *World {
 	t.Helper()
 	w, err := Open(context.Background())
 	if err != nil {
@@ -154,27 +153,27 @@ func (w *World) RunKubectl(ctx context.Context, stdin string, args ...string) (s
 }
 
 // Kubectl runs kubectl (see RunKubectl) and fails the test if it fails.
-func (w *World) Kubectl(t testing.TB, args ...string) string {
+func (w *World) Kubectl(t T, args ...string) string {
 	t.Helper()
 	return w.KubectlStdin(t, "", args...)
 }
 
 // KubectlStdin is Kubectl with a standard input.
-func (w *World) KubectlStdin(t testing.TB, stdin string, args ...string) string {
+func (w *World) KubectlStdin(t T, stdin string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	t.Logf("kubectl %s", strings.Join(args, " "))
 	out, err := w.RunKubectl(ctx, stdin, args...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	return out
 }
 
 // LoadImages imports docker-archive tarballs into the cluster's containerd
 // (what `world.sh load` does). Importing an image twice is cheap.
-func (w *World) LoadImages(t testing.TB, tars ...string) {
+func (w *World) LoadImages(t T, tars ...string) {
 	t.Helper()
 	if w.ctr == "" || w.containerd == "" {
 		t.Fatalf("world.env names no ctr or containerd socket; %s", UpHint)

@@ -158,3 +158,31 @@ func TestPoll(t *testing.T) {
 		})
 	}
 }
+
+// failer is a T that can tell whether it failed.
+type failer struct {
+	T
+	failed bool
+}
+
+func (f failer) Failed() bool { return f.failed }
+
+func TestFailed(t *testing.T) {
+	tests := []struct {
+		name string
+		t    T
+		want bool
+	}{
+		{name: "a passing test", t: t, want: false},
+		{name: "a failed T", t: failer{failed: true}, want: true},
+		{name: "a T that did not fail", t: failer{}, want: false},
+		{name: "a T that cannot tell", t: struct{ T }{}, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Failed(tt.t); got != tt.want {
+				t.Errorf("Failed() = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}

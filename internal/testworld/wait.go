@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -54,7 +53,7 @@ func poll(ctx context.Context, cond Condition, progress func(status string)) err
 // WaitFor waits at most timeout (or until the test's deadline, if that is
 // sooner) for cond, logging its progress, and fails the test if it does not
 // come true.
-func WaitFor(t testing.TB, what string, timeout time.Duration, cond Condition) {
+func WaitFor(t T, what string, timeout time.Duration, cond Condition) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -76,14 +75,14 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond Condition) {
 }
 
 // WaitPodReady waits for a Pod's Ready condition and returns the Pod.
-func (w *World) WaitPodReady(t testing.TB, namespace, name string, timeout time.Duration) *corev1.Pod {
+func (w *World) WaitPodReady(t T, namespace, name string, timeout time.Duration) *corev1.Pod {
 	t.Helper()
 	return w.WaitPodCondition(t, namespace, name, "Ready", timeout, PodReady)
 }
 
 // WaitPodCondition waits until ok holds for a Pod and returns the Pod; what
 // names the wait in the log.
-func (w *World) WaitPodCondition(t testing.TB, namespace, name, what string, timeout time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
+func (w *World) WaitPodCondition(t T, namespace, name, what string, timeout time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
 	WaitFor(t, "pod "+namespace+"/"+name+" "+what, timeout, func(ctx context.Context) (bool, string, error) {
@@ -102,7 +101,7 @@ func (w *World) WaitPodCondition(t testing.TB, namespace, name, what string, tim
 
 // WaitDeploymentAvailable waits until a Deployment's current generation has
 // all its replicas updated and available.
-func (w *World) WaitDeploymentAvailable(t testing.TB, namespace, name string, timeout time.Duration) *appsv1.Deployment {
+func (w *World) WaitDeploymentAvailable(t T, namespace, name string, timeout time.Duration) *appsv1.Deployment {
 	t.Helper()
 	var dep *appsv1.Deployment
 	WaitFor(t, "deployment "+namespace+"/"+name+" available", timeout, func(ctx context.Context) (bool, string, error) {
