@@ -1,6 +1,8 @@
-// Command controlplane is gefyra's operator and (to come) xDS server: it
-// patches carrier into bridged workloads, keeps their fallback clones, hands
-// out tunnel addresses and expires clients whose lease lapsed.
+// Command controlplane is gefyra's operator and xDS server: it patches
+// carrier into bridged workloads, keeps their fallback clones, hands out
+// tunnel addresses, expires clients whose lease lapsed, and serves every
+// carrier and stowaway its configuration over one authenticated ADS stream
+// (see controlplane/internal/xds).
 package main
 
 import (
@@ -40,6 +42,11 @@ func run() error {
 	leader := fs.Bool("leader-elect", true, "elect a leader so several replicas can run")
 	holdoff := fs.Duration("holdoff", 100*time.Millisecond, "quiet time after a change before the model is rebuilt")
 	maxDelay := fs.Duration("max-delay", time.Second, "longest wait before a changed model is rebuilt")
+	xdsAddr := fs.String("xds-addr", ":18000", "address of the xDS (ADS) server; \"\" serves none")
+	relay := fs.String("stowaway-relay", os.Getenv("GEFYRA_STOWAWAY_RELAY"), "host:port carriers dial for stowaway's relay (default: the ClusterIP and relay port of Service gefyra-stowaway)")
+	audience := fs.String("xds-audience", "gefyra-xds", "token audience accepted on xDS streams besides the API server's (stowaway's projected token)")
+	credTTL := fs.Duration("credential-ttl", 10*time.Minute, "lifetime of the bridge credentials carriers present to stowaway; renewed at half of it")
+	replica := fs.String("replica-name", os.Getenv("POD_NAME"), "name of this replica (default: POD_NAME, else the host name)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "", "json or text (default: text on a terminal)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -57,6 +64,18 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("API server: %w", err)
 	}
+	if *replica == "" {
+		if *replica, err = os.Hostname(); err != nil {
+			return fmt.Errorf("--replica-name: %w", err)
+		}
+	}
+	var xdsCfg *app.XDSConfig
+	if *xdsAddr != "" {
+		xdsCfg = &app.XDSConfig{Addr: *xdsAddr, RelayAddress: *relay, CredentialTTL: *credTTL, Replica: *replica}
+		if *audience != "" {
+			xdsCfg.Audiences = []string{*audience}
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting", "version", version.Version, "namespace", *namespace, "carrier", *carrier)
@@ -73,6 +92,7 @@ func run() error {
 		AdminAddr:      *adminAddr,
 		Holdoff:        *holdoff,
 		MaxDelay:       *maxDelay,
+		XDS:            xdsCfg,
 		Log:            log,
 		Registry:       admin.NewRegistry(),
 	})

@@ -1,6 +1,9 @@
 // Package app wires the control plane together: the controller-runtime
 // manager with leader election, the operator's reconcilers, the model
-// batcher that feeds the Publisher on every replica, and the admin endpoints.
+// batcher that feeds the xDS server on every replica (each replica serves
+// the carriers and stowaway connected to it), the sharing of what the nodes
+// acknowledged and, on the leader, the bridges' DataPlaneReady condition,
+// and the admin endpoints.
 package app
 
 import (
@@ -8,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +24,7 @@ import (
 	"gefyra.dev/gefyra/controlplane/internal/model"
 	"gefyra.dev/gefyra/controlplane/internal/operator"
 	"gefyra.dev/gefyra/controlplane/internal/publish"
+	"gefyra.dev/gefyra/controlplane/internal/xds"
 	"gefyra.dev/gefyra/internal/admin"
 )
 
@@ -34,10 +39,41 @@ type Config struct {
 	AdminAddr string
 	// Holdoff and MaxDelay batch model rebuilds.
 	Holdoff, MaxDelay time.Duration
-	// Publisher receives the models; nil logs a summary of each.
+	// Publisher receives the models too; with neither it nor XDS, a
+	// summary of each model is logged.
 	Publisher model.Publisher
-	Log       *slog.Logger
-	Registry  *prometheus.Registry
+	// XDS, if set, serves the models to carrier and stowaway.
+	XDS      *XDSConfig
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// XDSConfig configures the xDS half.
+type XDSConfig struct {
+	// Addr is the gRPC listen address, e.g. ":18000"; Listener, if set, is
+	// used instead.
+	Addr     string
+	Listener net.Listener
+	// RelayAddress is stowaway's relay as carriers dial it (host:port).
+	// Empty: the ClusterIP and "relay" port of Service RelayService (the
+	// cluster may have no DNS).
+	RelayAddress string
+	RelayService string // default "gefyra-stowaway"
+	// KeySecret holds the credential signing key (created if missing);
+	// default "gefyra-credential-key".
+	KeySecret string
+	// CredentialTTL is the bridge credentials' lifetime (default 10m);
+	// they are renewed at half of it.
+	CredentialTTL time.Duration
+	// Audiences are the token audiences accepted besides the API server's
+	// own (stowaway's projected token), e.g. "gefyra-xds".
+	Audiences []string
+	// StowawayServiceAccount may be node "gefyra/stowaway" (in the
+	// control plane's namespace); default "gefyra-stowaway".
+	StowawayServiceAccount string
+	// Replica names this replica (its Pod) for sharing what its nodes
+	// acknowledged.
+	Replica string
 }
 
 // ControlPlane is the running control plane.
@@ -46,6 +82,7 @@ type ControlPlane struct {
 	mgr     manager.Manager
 	admin   *admin.Server
 	batcher *publish.Batcher
+	xds     *xds.Server
 }
 
 // New builds the control plane; Run starts it.
@@ -59,7 +96,7 @@ func New(ctx context.Context, cfg Config) (*ControlPlane, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = admin.NewRegistry()
 	}
-	if cfg.Publisher == nil {
+	if cfg.Publisher == nil && cfg.XDS == nil {
 		cfg.Publisher = LogPublisher{Log: cfg.Log}
 	}
 	cfg.Operator.Log = cfg.Log.With("component", "operator")
@@ -90,11 +127,22 @@ func New(ctx context.Context, cfg Config) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
+	var xs *xds.Server
+	publishers := publishAll{}
+	if cfg.Publisher != nil {
+		publishers = append(publishers, cfg.Publisher)
+	}
+	if cfg.XDS != nil {
+		if xs, err = setupXDS(ctx, mgr, cfg); err != nil {
+			return nil, err
+		}
+		publishers = append(publishers, xs)
+	}
 	b := publish.New(publish.Batcher{
 		Holdoff:   cfg.Holdoff,
 		MaxDelay:  cfg.MaxDelay,
 		Build:     op.Model,
-		Publisher: cfg.Publisher,
+		Publisher: publishers,
 		Log:       cfg.Log.With("component", "publish"),
 		Metrics:   publish.NewMetrics(cfg.Registry),
 	})
@@ -106,6 +154,7 @@ func New(ctx context.Context, cfg Config) (*ControlPlane, error) {
 		mgr:     mgr,
 		admin:   &admin.Server{Addr: cfg.AdminAddr, Registry: cfg.Registry, Log: cfg.Log.With("component", "admin")},
 		batcher: b,
+		xds:     xs,
 	}, nil
 }
 
@@ -116,6 +165,9 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		g.Go(func() error { return c.admin.Run(ctx) })
 	}
 	g.Go(func() error { return c.mgr.Start(ctx) })
+	if c.xds != nil {
+		g.Go(func() error { return c.xds.Run(ctx) })
+	}
 	g.Go(func() error {
 		if !c.mgr.GetCache().WaitForCacheSync(ctx) {
 			return nil
@@ -132,6 +184,22 @@ func (c *ControlPlane) Elected() <-chan struct{} { return c.mgr.Elected() }
 
 // AdminAddr is the admin server's address once it listens.
 func (c *ControlPlane) AdminAddr() string { return c.admin.ListenAddr() }
+
+// XDS is the xDS server, nil without Config.XDS.
+func (c *ControlPlane) XDS() *xds.Server { return c.xds }
+
+// publishAll hands each model to every publisher; all are tried.
+type publishAll []model.Publisher
+
+func (p publishAll) Publish(ctx context.Context, m *model.Model) error {
+	var errs []error
+	for _, pub := range p {
+		if err := pub.Publish(ctx, m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // LogPublisher logs each model's size; it stands in until an xDS server
 // takes the models.
