@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # build.sh builds the binaries of the test world (Kubernetes, etcd, containerd,
-# runc, CNI plugins) and the third-party tools the demo needs (oauth2-proxy,
-# Delve), once per version, into $GEFYRA_CACHE. A second run finds them and
-# returns at once. Usage: world/build.sh [component...]
+# runc, CNI plugins, CoreDNS) and the third-party tools the demo needs
+# (oauth2-proxy, Delve), once per version, into $GEFYRA_CACHE. A second run
+# finds them and returns at once. Usage: world/build.sh [component...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
@@ -69,6 +69,9 @@ build_oauth2proxy() {
 build_delve() {
 	CGO_ENABLED=0 go install -trimpath "github.com/go-delve/delve/cmd/dlv@$DELVE_VERSION"
 }
+build_coredns() {
+	CGO_ENABLED=0 go install -trimpath -ldflags '-s -w' "github.com/coredns/coredns@$COREDNS_VERSION"
+}
 
 # dir COMPONENT prints the cache directory of a component's binaries.
 dir() {
@@ -80,6 +83,7 @@ dir() {
 	cni) echo "$GEFYRA_CACHE/cni-$CNI_VERSION" ;;
 	oauth2proxy) echo "$GEFYRA_CACHE/oauth2-proxy-$OAUTH2_PROXY_VERSION" ;;
 	delve) echo "$GEFYRA_CACHE/delve-$DELVE_VERSION" ;;
+	coredns) echo "$GEFYRA_CACHE/coredns-$COREDNS_VERSION" ;;
 	*) log "unknown component $1"; return 1 ;;
 	esac
 }
@@ -89,7 +93,7 @@ if [ "${1:-}" = "--dir" ]; then dir "$2"; exit; fi
 mkdir -p "$GEFYRA_CACHE"
 command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(k8s etcd containerd runc cni oauth2proxy delve)
+[ ${#components[@]} -gt 0 ] || components=(k8s etcd containerd runc cni oauth2proxy delve coredns)
 for c in "${components[@]}"; do
 	build "$c" "$(dir "$c")" "build_$c"
 done

@@ -60,7 +60,7 @@ done
 # which tests run on their own) or anything from the world's directories.
 section processes
 dirs=("$STATE" "$RUN")
-for c in k8s etcd containerd runc cni; do dirs+=("$("$here/build.sh" --dir "$c")"); done
+for c in k8s etcd containerd runc cni coredns; do dirs+=("$("$here/build.sh" --dir "$c")"); done
 for p in /proc/[0-9]*; do
 	exe=$(readlink "$p/exe" 2>/dev/null) || continue
 	for d in "${dirs[@]}"; do

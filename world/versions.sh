@@ -7,5 +7,6 @@ RUNC_VERSION=v1.4.4
 CNI_VERSION=v1.10.0
 OAUTH2_PROXY_VERSION=v7.15.6
 DELVE_VERSION=v1.27.2
+COREDNS_VERSION=v1.15.0
 # Where builds are cached, outside the repository.
 GEFYRA_CACHE=${GEFYRA_CACHE:-/var/cache/gefyra}

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # world.sh runs the test world: a real single-node Kubernetes (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, containerd + runc +
-# the bridge CNI, kubelet, kube-proxy) built from source by build.sh, with
-# the whole node inside a network namespace of its own (gefyra-world) joined
-# to the host by a veth pair:
+# the bridge CNI, kubelet, kube-proxy, and CoreDNS as the cluster DNS) built
+# from source by build.sh, with the whole node inside a network namespace of
+# its own (gefyra-world) joined to the host by a veth pair:
 #
 #	host 10.250.0.1 <-> node 10.250.0.2   Pods 10.244.0.0/24   Services 10.96.0.0/16
+#	cluster DNS 10.96.0.10 (kube-system/kube-dns), domain cluster.local
 #
 # The host routes the Pod and Service ranges to the node, so tests on the
-# host call ClusterIPs, Pod IPs and NodePorts directly; the node has no
-# route anywhere else.
+# host call ClusterIPs, Pod IPs and NodePorts directly (and may ask the
+# cluster DNS); the node has no route anywhere else, and the cluster DNS
+# forwards nothing.
 #
 # Usage: world/world.sh COMMAND
 #	up               build (cached), start everything, wait for a Ready node that runs a Pod
+#	                 and for the cluster DNS to answer
 #	down             stop everything and undo every change `up` made to the machine
 #	status           what runs (exit 0 when the world is up, 3 when not)
 #	load IMAGE.tar…  import docker-archive tarballs into the cluster's containerd
@@ -30,6 +33,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/node.sh"
 # shellcheck source=lib/config.sh
 . "$here/lib/config.sh"
+# shellcheck source=lib/dns.sh
+. "$here/lib/dns.sh"
 
 COMPONENTS=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet kube-proxy)
 
@@ -116,6 +121,9 @@ cmd_up() {
 	bins
 	if world_up_and_ready; then
 		log "the world is already up (kubeconfig: $KUBECONFIG_ADMIN)"
+		dns_tools
+		# shellcheck disable=SC2016 # the backticks are for the reader
+		dns_answers || log 'warning: its cluster DNS does not answer (an older world? `world/world.sh down` and `up` again)'
 		return 0
 	fi
 	if leftovers; then
@@ -125,8 +133,9 @@ cmd_up() {
 	# shellcheck disable=SC2016 # the backticks are for the reader
 	trap '[ $? = 0 ] || log "up failed; the logs are in $LOGS, and \`world/world.sh down\` removes what it started"' EXIT
 	log "building (cached)"
-	"$here/build.sh" k8s etcd containerd runc cni
+	"$here/build.sh" k8s etcd containerd runc cni coredns
 	pause_image
+	dns_tools
 	log "binaries ready after $((SECONDS - start))s"
 
 	mkdir -p "$STATE" "$RUN" "$PIDS" "$LOGS"
@@ -159,6 +168,9 @@ cmd_up() {
 
 	wait_for "the API server" 60 api_ready || die "the API server did not become ready (see $LOGS/kube-apiserver.log)"
 	log "API server ready after $((SECONDS - start))s"
+	# The cluster DNS goes in now, so its Pod is scheduled as soon as the
+	# node is Ready.
+	dns_apply
 	start kube-controller-manager "$K8S/kube-controller-manager" \
 		--kubeconfig "$STATE/conf/controller-manager.kubeconfig" \
 		--authentication-kubeconfig "$STATE/conf/controller-manager.kubeconfig" \
@@ -174,7 +186,7 @@ cmd_up() {
 		--bind-address 127.0.0.1 --leader-elect=false --cert-dir "$STATE/scheduler" --profiling=false
 
 	wait_for "containerd" 30 ctr_ version || die "containerd did not start (see $LOGS/containerd.log)"
-	import_images "$PAUSE_TAR"
+	import_images "$PAUSE_TAR" "$COREDNS_TAR"
 	start kubelet "$K8S/kubelet" --config "$STATE/conf/kubelet.yaml" \
 		--kubeconfig "$STATE/conf/kubelet.kubeconfig" --root-dir "$STATE/kubelet" \
 		--hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
@@ -185,6 +197,9 @@ cmd_up() {
 	log "node Ready after $((SECONDS - start))s"
 	wait_for "the default ServiceAccount" 30 kc get serviceaccount default -n default || die "no default ServiceAccount (see $LOGS/kube-controller-manager.log)"
 	check_pod
+	log "a Pod ran after $((SECONDS - start))s"
+	dns_wait
+	log "cluster DNS answers at $DNS_SERVICE_IP after $((SECONDS - start))s"
 	trap - EXIT
 	log "the world is up after $((SECONDS - start))s: export KUBECONFIG=$KUBECONFIG_ADMIN (logs in $LOGS)"
 }
@@ -280,6 +295,8 @@ cmd_status() {
 	if netns_exists; then echo "network namespace $NETNS exists"; else echo "no network namespace $NETNS"; up=; fi
 	if [ -n "$up" ] && api_ready; then
 		kc get nodes -o wide 2>/dev/null || true
+		dns_tools
+		if dns_answers; then echo "cluster DNS answers at $DNS_SERVICE_IP"; else echo "cluster DNS does not answer at $DNS_SERVICE_IP"; fi
 		echo "kubeconfig: $KUBECONFIG_ADMIN"
 		return 0
 	fi

@@ -8,8 +8,11 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"gefyra.dev/gefyra/internal/testworld/dnsq"
 )
 
 // Reachable reports whether ip is an address the host reaches inside the
@@ -94,4 +97,14 @@ func (w *World) NodePortAddr(t T, namespace, name string, port int32, proto core
 	}
 	t.Fatalf("service %s/%s has no NodePort for %d/%s", namespace, name, port, proto)
 	return ""
+}
+
+// AskDNS asks the cluster DNS (DNSIP, port 53) one question from the host,
+// over network "udp" or "tcp", through Dialer: name is taken as fully
+// qualified. It fails when the world has no cluster DNS.
+func (w *World) AskDNS(ctx context.Context, network, name string, qtype dnsmessage.Type) (*dnsq.Answer, error) {
+	if w.DNSIP == "" {
+		return nil, fmt.Errorf("testworld: this world has no cluster DNS (world.env names no GEFYRA_WORLD_DNS_IP); restart it with world/world.sh down and up")
+	}
+	return dnsq.Ask(ctx, w.Dialer(), network, net.JoinHostPort(w.DNSIP, "53"), name, qtype)
 }

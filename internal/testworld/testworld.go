@@ -4,7 +4,8 @@
 // kubectl, loads images into the cluster's containerd, builds images FROM
 // scratch, applies manifests and removes them again (in t.Cleanup, so also
 // when a test fails), waits for Pods and Deployments with progress in the
-// test log, and dials ClusterIPs, Pod IPs and NodePorts from the host.
+// test log, dials ClusterIPs, Pod IPs and NodePorts from the host, and asks
+// the cluster DNS from there (AskDNS).
 //
 // A test that needs the world and does not find it fails (it never skips):
 // the message says to run `make cluster-up`.
@@ -43,6 +44,9 @@ type World struct {
 	// From world.env, written by world.sh beside the kubeconfig.
 	NodeName, NodeIP, HostIP string
 	PodCIDR, ServiceCIDR     *net.IPNet
+	// DNSIP is the ClusterIP of the cluster DNS (kube-system/kube-dns), and
+	// ClusterDomain its domain; both empty for a world without one.
+	DNSIP, ClusterDomain string
 
 	kubectl    string
 	ctr        string
@@ -73,13 +77,15 @@ func Open(ctx context.Context) (*World, error) {
 		return nil, err
 	}
 	w := &World{
-		Kubeconfig: path,
-		NodeName:   env["GEFYRA_WORLD_NODE_NAME"],
-		NodeIP:     env["GEFYRA_WORLD_NODE_IP"],
-		HostIP:     env["GEFYRA_WORLD_HOST_IP"],
-		kubectl:    env["GEFYRA_WORLD_KUBECTL"],
-		ctr:        env["GEFYRA_WORLD_CTR"],
-		containerd: env["GEFYRA_WORLD_CONTAINERD"],
+		Kubeconfig:    path,
+		NodeName:      env["GEFYRA_WORLD_NODE_NAME"],
+		NodeIP:        env["GEFYRA_WORLD_NODE_IP"],
+		HostIP:        env["GEFYRA_WORLD_HOST_IP"],
+		DNSIP:         env["GEFYRA_WORLD_DNS_IP"],
+		ClusterDomain: env["GEFYRA_WORLD_CLUSTER_DOMAIN"],
+		kubectl:       env["GEFYRA_WORLD_KUBECTL"],
+		ctr:           env["GEFYRA_WORLD_CTR"],
+		containerd:    env["GEFYRA_WORLD_CONTAINERD"],
 	}
 	for k, dst := range map[string]**net.IPNet{"GEFYRA_WORLD_POD_CIDR": &w.PodCIDR, "GEFYRA_WORLD_SERVICE_CIDR": &w.ServiceCIDR} {
 		if _, n, err := net.ParseCIDR(env[k]); err == nil {

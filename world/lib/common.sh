@@ -15,6 +15,8 @@ POD_CIDR=10.244.0.0/24
 POD_GATEWAY=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SERVICE_IP=10.96.0.1
+DNS_SERVICE_IP=10.96.0.10  # kube-system/kube-dns, served by CoreDNS
+CLUSTER_DOMAIN=cluster.local
 API_PORT=6443
 API_URL=https://$NODE_IP:$API_PORT
 
@@ -40,6 +42,7 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 
 # The images the world imports itself.
 PAUSE_IMAGE=gefyra.dev/world/pause:1
+COREDNS_IMAGE=gefyra.dev/world-coredns:$COREDNS_VERSION
 
 log() { printf '[world] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -80,8 +80,10 @@ configs_up() {
 	done
 	kubeconfig "$KUBECONFIG_ADMIN" admin
 
-	# Pods resolve nothing: no DNS server exists, and the machine's must not
-	# be reached.
+	# The node's resolver configuration, which kubelet hands on to Pods
+	# (cluster DNS adds its server and search list on top of it, and CoreDNS
+	# itself gets only this): empty, so no Pod ever learns of the machine's
+	# own DNS servers and nothing upstream can be asked.
 	: >"$STATE/conf/resolv.conf"
 
 	# Every registry is a closed loopback port: a pull fails at once.
@@ -179,6 +181,8 @@ configs_up() {
 		cgroupRoot: /$CGROUP_PARENT
 		containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 		resolvConf: $STATE/conf/resolv.conf
+		clusterDNS: [$DNS_SERVICE_IP]
+		clusterDomain: $CLUSTER_DOMAIN
 		podLogsDir: $STATE/pod-logs
 		address: $NODE_IP
 		healthzBindAddress: 127.0.0.1
@@ -251,5 +255,7 @@ configs_up() {
 		GEFYRA_WORLD_SERVICE_CIDR=$SERVICE_CIDR
 		GEFYRA_WORLD_NODE_NAME=$NODE_NAME
 		GEFYRA_WORLD_PAUSE_IMAGE=$PAUSE_IMAGE
+		GEFYRA_WORLD_DNS_IP=$DNS_SERVICE_IP
+		GEFYRA_WORLD_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
 	EOF
 }

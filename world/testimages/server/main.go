@@ -6,6 +6,9 @@
 //	server serve             HTTP on $LISTEN (default :8080), UDP echo on $UDP_LISTEN if set
 //	server probe URL         GET an http:// URL (2xx: exit 0), connect to tcp://HOST:PORT,
 //	                         or send a datagram to udp://HOST:PORT and wait for the echo
+//	server lookup NAME       resolve NAME as a program in the Pod would (/etc/hosts, then
+//	                         DNS per /etc/resolv.conf with its search list) and print the
+//	                         addresses; a failure says "not found", "timed out" or "failed"
 //
 // The HTTP server answers / with a JSON document naming itself ($NAME,
 // $VERSION, hostname), /healthz with 200 or 503, and POST
@@ -24,7 +27,9 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,8 +57,18 @@ func main() {
 		if err == nil {
 			fmt.Println(out)
 		}
+	case "lookup":
+		if len(args) != 1 {
+			err = errors.New("usage: server lookup NAME")
+			break
+		}
+		var addrs []string
+		addrs, err = lookup(context.Background(), net.DefaultResolver, args[0], 5*time.Second)
+		if err == nil {
+			fmt.Println(strings.Join(addrs, " "))
+		}
 	default:
-		err = fmt.Errorf("unknown role %q (want serve or probe)", role)
+		err = fmt.Errorf("unknown role %q (want serve, probe or lookup)", role)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
@@ -196,5 +211,28 @@ func probe(raw string, timeout time.Duration) (string, error) {
 		return string(buf[:n]), nil
 	default:
 		return "", fmt.Errorf("%q: want an http://, tcp:// or udp:// URL", raw)
+	}
+}
+
+// lookup resolves name with r within timeout and returns its addresses,
+// sorted. The error tells a name that does not exist ("not found") from a
+// server that does not answer ("timed out") and any other failure ("failed",
+// e.g. SERVFAIL).
+func lookup(ctx context.Context, r *net.Resolver, name string, timeout time.Duration) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addrs, err := r.LookupHost(ctx, name)
+	if err == nil {
+		slices.Sort(addrs)
+		return addrs, nil
+	}
+	var de *net.DNSError
+	switch {
+	case errors.As(err, &de) && de.IsNotFound:
+		return nil, fmt.Errorf("%s: not found (%w)", name, err)
+	case errors.As(err, &de) && de.IsTimeout, ctx.Err() != nil:
+		return nil, fmt.Errorf("%s: timed out (%w)", name, err)
+	default:
+		return nil, fmt.Errorf("%s: failed (%w)", name, err)
 	}
 }
