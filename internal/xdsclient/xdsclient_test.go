@@ -234,9 +234,13 @@ func TestClient(t *testing.T) {
 
 	// Server restart: nothing is delivered while it is away; the client
 	// reconnects with the rotated token and gets the new server's config.
+	// The token is rotated before the server goes away: a reconnect
+	// attempt may read the file at any moment after the stream breaks.
+	if err := os.WriteFile(tokenFile, []byte("token-two\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cp.srv.Stop()
 	waitFor(t, "disconnect", func() bool { return !cl.Connected() })
-	os.WriteFile(tokenFile, []byte("token-two\n"), 0o600)
 	select {
 	case u := <-updates:
 		t.Fatalf("delivered while the server was away: %s", u)
