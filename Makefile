@@ -40,7 +40,7 @@ cluster-down: ## stop it and remove every trace of it
 	world/world.sh down
 
 images: ## build every image FROM scratch into out/images/
-	demo/images.sh $(OUT)/images
+	VERSION=$(VERSION) world/images.sh $(OUT)/images
 
 demo: ## the tutorial's story, end to end, on this machine
 	world/demo.sh

@@ -18,20 +18,22 @@
 //
 // # What the image must contain
 //
-// The binary at /carrier (the entrypoint), and a symlink to it at every
-// path in multicall.ImagePaths: the runtime resolves the Pod's command[0]
-// and every exec probe's command[0] in the carrier image's filesystem and
-// fails the container if nothing is there. Set PATH to
-// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin and bake
-// GEFYRA_XDS_SERVER into the image's environment if the control plane is
-// not at app.DefaultXDSServer: a live Pod's env cannot be changed, but the
-// image's env reaches the new container. The tree is written by the
-// binary itself:
+// The binary at /carrier (the entrypoint), a symlink to it at every path
+// of carrierimage.Paths, and the environment -image-env prints (PATH): the
+// runtime resolves the Pod's command[0] and every exec probe's command[0]
+// in the carrier image's filesystem and fails the container if nothing is
+// there, and the operator checks a container against the same package
+// before it swaps the image. Bake GEFYRA_XDS_SERVER into the image's
+// environment too if the control plane is not at app.DefaultXDSServer: a
+// live Pod's env cannot be changed, but the image's env reaches the new
+// container. The tree is written by the binary itself (world/images.sh
+// does this):
 //
 //	carrier -image-layout /tmp/carrier-root
+//	carrier -image-env     # PATH=/usr/local/sbin:/usr/local/bin:...
 //	mkimage -o carrier.tar -tag gefyra.dev/carrier:VERSION \
 //	    -add /tmp/carrier-root:/ -mkdir /tmp:1777 -entrypoint /carrier \
-//	    -env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+//	    -env PATH=...
 //
 // # Configuration
 //
@@ -54,6 +56,7 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/app"
 	"gefyra.dev/gefyra/carrier/internal/multicall"
+	"gefyra.dev/gefyra/internal/carrierimage"
 	"gefyra.dev/gefyra/internal/logging"
 	"gefyra.dev/gefyra/internal/version"
 )
@@ -72,7 +75,7 @@ func main() {
 
 func isTool(arg string) bool {
 	switch strings.SplitN(strings.TrimLeft(arg, "-"), "=", 2)[0] {
-	case "version", "image-layout", "help", "h":
+	case "version", "image-layout", "image-env", "help", "h":
 		return strings.HasPrefix(arg, "-")
 	}
 	return false
@@ -95,6 +98,7 @@ func run(lockErr error) int {
 	format := fs.String("log-format", env("GEFYRA_LOG_FORMAT", ""), "json or text; default by terminal (env GEFYRA_LOG_FORMAT)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	layout := fs.String("image-layout", "", "write the image's file tree (this binary and its links) to `DIR` and exit")
+	imageEnv := fs.Bool("image-env", false, "print the image's environment (K=V lines) and exit")
 
 	// Started under another name (the Pod's command), or with the original
 	// program's args appended: keep only what is ours.
@@ -109,6 +113,10 @@ func run(lockErr error) int {
 	}
 	if *showVersion {
 		fmt.Println(version.Version)
+		return 0
+	}
+	if *imageEnv {
+		fmt.Println("PATH=" + carrierimage.PATH)
 		return 0
 	}
 	if *layout != "" {

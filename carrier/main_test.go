@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gefyra.dev/gefyra/internal/carrierimage"
 )
 
 func freeAddr(t *testing.T) string {
@@ -35,6 +37,30 @@ func TestBinary(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	// The build steps of the image: its environment and its file tree.
+	out, err := exec.Command(bin, "-image-env").Output()
+	if err != nil || string(out) != "PATH="+carrierimage.PATH+"\n" {
+		t.Fatalf("-image-env: %q, %v", out, err)
+	}
+	root := t.TempDir()
+	if out, err := exec.Command(bin, "-image-layout", root).CombinedOutput(); err != nil {
+		t.Fatalf("-image-layout: %v %s", err, out)
+	}
+	for _, cmd := range []string{"uvicorn", "sh", "/app/server"} {
+		file, ok := carrierimage.Resolve(cmd, carrierimage.PATH, "")
+		if !ok {
+			t.Fatalf("%s does not resolve in the image", cmd)
+		}
+		// The runtime follows the link inside the image's root.
+		target, err := os.Readlink(filepath.Join(root, file))
+		if err != nil || target != carrierimage.Binary {
+			t.Fatalf("%s in the layout: %q, %v", file, target, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(root, carrierimage.Binary)); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("the binary in the layout: %v, %v", fi, err)
+	}
+
 	lock := t.TempDir()
 	admin := freeAddr(t)
 	env := append(os.Environ(),

@@ -10,6 +10,7 @@
 #   gefyra.dev/oauth2-proxy:v7.15.6   the real oauth2-proxy, built by world/build.sh
 #
 # Usage: demo/images.sh [OUTDIR]   (default: $GEFYRA_CACHE/images)
+# world/images.sh builds these and gefyra's own images in one go.
 #
 # Each image is rebuilt only when its content changed (a key over the
 # binaries' hashes, the trees' listings and the image settings), so a second
@@ -21,9 +22,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 out=${1:-$GEFYRA_CACHE/images}
 work=$GEFYRA_CACHE/demo-images-work
-mkdir -p "$out" "$work/bin"
-
-log() { printf '[images] %s\n' "$*" >&2; }
+. "$root/world/lib/images.sh"
+images_setup
+mkdir -p "$work/bin"
+log() { images_log "$@"; }
 
 demo_version=0.1.0
 nonroot=65532:65532
@@ -39,7 +41,6 @@ dlv=$("$root/world/build.sh" --dir delve)/dlv
 	for cmd in app:oauth2-demo oidc:oidc devloop:devloop; do
 		CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$work/bin/${cmd#*:}" "./demo/${cmd%%:*}"
 	done
-	go build -o "$work/bin/mkimage" ./world/mkimage
 )
 
 # The development image's Go toolchain: /usr/local/go without what building
@@ -82,47 +83,6 @@ appsrc=$work/app-src
 rm -rf "$appsrc"
 mkdir -p "$appsrc"
 find "$root/demo/app" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$appsrc/" \;
-
-# content_key prints a hash over the image arguments and the contents,
-# modes and names of every file they add.
-content_key() {
-	{
-		for a in "$@"; do
-			case $a in
-			-add) ;;
-			*:/*)
-				src=${a%%:/*}
-				if [ -d "$src" ]; then
-					printf 'tree %s\n' "$a"
-					(cd "$src" && find . -printf '%P %y %m %l\n' | LC_ALL=C sort &&
-						find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
-				elif [ -f "$src" ]; then
-					printf 'file %s %s\n' "$a" "$(sha256sum <"$src" | cut -d' ' -f1)"
-				else
-					printf 'arg %s\n' "$a"
-				fi
-				;;
-			*) printf 'arg %s\n' "$a" ;;
-			esac
-		done
-		sha256sum <"$work/bin/mkimage"
-	} | sha256sum | cut -d' ' -f1
-}
-
-# image FILE TAG ARGS...: builds TAG into $out/FILE unless its key matches.
-image() {
-	local file=$1 tag=$2; shift 2
-	local key
-	key=$(content_key "$tag" "$@")
-	if [ -f "$out/$file" ] && [ "$(cat "$out/$file.key" 2>/dev/null)" = "$key" ]; then
-		log "$tag is up to date ($out/$file)"
-		return
-	fi
-	log "building $tag"
-	"$work/bin/mkimage" -o "$out/$file" -tag "$tag" "$@" >/dev/null
-	echo "$key" >"$out/$file.key"
-	log "built $tag ($out/$file, $(du -h "$out/$file" | cut -f1))"
-}
 
 image oauth2-demo-$demo_version.tar gefyra.dev/oauth2-demo:$demo_version \
 	-add "$work/bin/oauth2-demo:/usr/local/bin/oauth2-demo" \

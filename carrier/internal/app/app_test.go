@@ -24,7 +24,7 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/app"
 	ct "gefyra.dev/gefyra/carrier/internal/config/configtest"
-	"gefyra.dev/gefyra/carrier/internal/relay"
+	"gefyra.dev/gefyra/internal/pipe"
 	"gefyra.dev/gefyra/internal/wire"
 )
 
@@ -67,7 +67,7 @@ func stowaway(t *testing.T, bridge, credential, target string) string {
 						break
 					}
 					wire.WriteReply(c, wire.CodeAccepted)
-					relay.Join(context.Background(), c, up, nil, nil)
+					pipe.Join(context.Background(), c, up)
 					return
 				}
 				c.Close()

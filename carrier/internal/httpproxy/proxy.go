@@ -35,8 +35,8 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/config"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/carrier/internal/relay"
 	"gefyra.dev/gefyra/carrier/internal/upstream"
+	"gefyra.dev/gefyra/internal/pipe"
 )
 
 var (
@@ -445,7 +445,7 @@ func (cc *clientConn) forward(ctx context.Context, rt *config.Route, target *con
 		upend, _ := uc.R.Peek(uc.R.Buffered())
 		// The connection now belongs to the tunnel; stop watching ctx here
 		// (Join does) and never give it back to a pool.
-		toUp, toClient, err := relay.Join(ctx, cc.c, uc.TCPConn, cpend, upend)
+		toUp, toClient, err := pipe.Options{APending: cpend, BPending: upend}.Join(ctx, cc.c, uc.TCPConn)
 		stats.Bytes(up+toUp, toClient)
 		if err != nil {
 			p.logf(slog.LevelDebug, "upgraded connection ended", "err", err)

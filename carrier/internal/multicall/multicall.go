@@ -12,10 +12,10 @@
 //     in the carrier image's filesystem (a bare name through the image's
 //     PATH). If no file is there, the container fails to start ("executable
 //     file not found") and the Pod never becomes Ready. The carrier image
-//     therefore holds its one binary at every path in ImagePaths (symlinks
-//     to /carrier), and the operator must check a workload's command[0]
-//     against that list before swapping images (and restore, or refuse,
-//     when it is not covered).
+//     therefore holds its one binary at every path of carrierimage.Paths
+//     (symlinks to /carrier), and the operator checks a container's
+//     command[0] against it (carrierimage.Resolve) and refuses to swap the
+//     image when it is not covered.
 //   - If the spec sets only `args`, the image's entrypoint (/carrier) runs
 //     with the original args appended; carrier ignores arguments it does
 //     not know.
@@ -23,7 +23,7 @@
 //     `sh -c "..."`) are run by kubelet inside the carrier container, as
 //     new processes of the same binary under the probe's argv[0]; they must
 //     exit 0 quickly so the Pod stays Ready and is not restarted. Their
-//     paths must be in ImagePaths too.
+//     command[0] must resolve in the image too.
 //
 // # Telling the proxy from an exec'd command
 //
@@ -50,43 +50,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"gefyra.dev/gefyra/internal/carrierimage"
 )
 
 // Name is the binary's own name; started under it, carrier reads its flags.
 const Name = "carrier"
-
-// Binary is where the image holds the binary; every other path links here.
-const Binary = "/carrier"
-
-// ImagePaths are the paths the carrier image links to Binary: the program
-// names Pods commonly start with (application servers, interpreters,
-// shells) and the commands exec probes commonly run. The operator may
-// swap the image of a container only if its command[0] and its exec
-// probes' command[0] resolve to one of these (bare names through PATH:
-// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin).
-var ImagePaths = func() []string {
-	var paths []string
-	names := []string{
-		// Shells and coreutils that exec probes use.
-		"sh", "bash", "ash", "dash", "cat", "test", "true", "ls", "stat", "pgrep", "ps", "kill", "echo", "grep", "wget", "curl", "nc",
-		// Interpreters and application servers.
-		"python", "python3", "uvicorn", "gunicorn", "hypercorn", "daphne", "flask", "fastapi", "celery",
-		"node", "npm", "npx", "yarn", "pnpm", "bun", "deno", "java", "dotnet", "ruby", "bundle", "rails", "puma",
-		"php", "php-fpm", "perl", "nginx", "httpd", "apache2", "envoy", "tini", "dumb-init",
-		// Probe helpers.
-		"grpc_health_probe", "healthcheck", "redis-cli", "pg_isready", "mysqladmin",
-	}
-	for _, dir := range []string{"/bin", "/usr/bin", "/usr/local/bin"} {
-		for _, n := range names {
-			paths = append(paths, dir+"/"+n)
-		}
-	}
-	// Common absolute paths of a container's own program.
-	for _, p := range []string{"/app/server", "/app/main", "/app/app", "/app/healthcheck", "/server", "/main", "/entrypoint.sh", "/docker-entrypoint.sh", "/usr/local/bin/docker-entrypoint.sh"} {
-		paths = append(paths, p)
-	}
-	return paths
-}()
 
 // Role is what a process is.
 type Role int
@@ -184,27 +153,28 @@ func FilterArgs(args []string, known map[string]bool) (kept, dropped []string) {
 }
 
 // WriteLayout stages the carrier image's files under dir: the binary
-// (copied from binary) at Binary and a symlink to it at every ImagePaths
-// entry. `mkimage -add DIR:/` turns the tree into the image's layer.
+// (copied from binary) at carrierimage.Binary and a symlink to it at every
+// path of carrierimage.Paths. `mkimage -add DIR:/` turns the tree into the
+// image's layer.
 func WriteLayout(dir, binary string) error {
 	src, err := os.ReadFile(binary)
 	if err != nil {
 		return err
 	}
-	dst := filepath.Join(dir, Binary)
+	dst := filepath.Join(dir, carrierimage.Binary)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	if err := os.WriteFile(dst, src, 0o755); err != nil {
 		return err
 	}
-	for _, p := range ImagePaths {
+	for _, p := range carrierimage.Paths() {
 		link := filepath.Join(dir, p)
 		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 			return err
 		}
 		os.Remove(link)
-		if err := os.Symlink(Binary, link); err != nil {
+		if err := os.Symlink(carrierimage.Binary, link); err != nil {
 			return err
 		}
 	}

@@ -23,8 +23,8 @@ import (
 
 	ct "gefyra.dev/gefyra/carrier/internal/config/configtest"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/carrier/internal/relay"
 	"gefyra.dev/gefyra/carrier/internal/server"
+	"gefyra.dev/gefyra/internal/pipe"
 	"gefyra.dev/gefyra/internal/wire"
 )
 
@@ -139,7 +139,7 @@ func (s *stowaway) serve(c net.Conn) {
 	}
 	wire.WriteReply(c, wire.CodeAccepted)
 	s.accepted.Add(1)
-	relay.Join(context.Background(), c, up, nil, nil)
+	pipe.Join(context.Background(), c, up)
 }
 
 func (s *stowaway) seen() []wire.Header {

@@ -12,8 +12,8 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/config"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/carrier/internal/relay"
 	"gefyra.dev/gefyra/carrier/internal/upstream"
+	"gefyra.dev/gefyra/internal/pipe"
 )
 
 // Proxy serves client connections of TCP listeners.
@@ -77,7 +77,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, l *config.Listener) {
 		}
 	}
 	stats.Connection()
-	up, down, err := relay.Join(ctx, c, uc, nil, nil)
+	up, down, err := pipe.Join(ctx, c, uc)
 	stats.Bytes(up, down)
 	if err != nil {
 		p.Metrics.UpstreamError(target.Name, metrics.ErrIO)

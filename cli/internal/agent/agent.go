@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gefyra.dev/gefyra/internal/pipe"
 	"gefyra.dev/gefyra/internal/wgnet"
 )
 
@@ -431,7 +431,8 @@ func (a *Agent) handleTCP(r *wgnet.TCPRequest) {
 	defer a.untrack(c, up)
 	a.active.Add(1)
 	defer a.active.Add(-1)
-	if err := pipe(c, up); err != nil {
+	// Shutdown closes both connections; Join needs no ctx of its own.
+	if _, _, err := pipe.Join(context.Background(), c, up); err != nil {
 		a.log.Debug("agent: connection ended with an error", "port", port, "target", target, "err", err)
 	}
 }
@@ -519,28 +520,4 @@ func (a *Agent) Status() Status {
 		s.Up = s.Up && p.ok
 	}
 	return s
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-// pipe copies both ways, half-closing each direction when it ends, and
-// tearing both down when a copy fails.
-func pipe(a, b net.Conn) error {
-	errc := make(chan error, 1)
-	go func() { errc <- copyHalf(b, a) }()
-	err := copyHalf(a, b)
-	return errors.Join(err, <-errc)
-}
-
-func copyHalf(dst, src net.Conn) error {
-	_, err := io.Copy(dst, src)
-	if err != nil {
-		src.Close()
-		dst.Close()
-		return err
-	}
-	if cw, ok := dst.(closeWriter); ok {
-		cw.CloseWrite()
-	}
-	return nil
 }

@@ -68,6 +68,12 @@ func demoContainers(image string) []corev1.Container {
 
 func newDeployment(t *testing.T, ns, name string) *appsv1.Deployment {
 	t.Helper()
+	return newDeploymentWith(t, ns, name, demoContainers("demo/app:1.0"))
+}
+
+// newDeploymentWith creates a Deployment of containers, selecting app=name.
+func newDeploymentWith(t *testing.T, ns, name string, containers []corev1.Container) *appsv1.Deployment {
+	t.Helper()
 	labels := map[string]string{"app": name, "tier": "backend", "team": "blue"}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -75,7 +81,7 @@ func newDeployment(t *testing.T, ns, name string) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: demoContainers("demo/app:1.0")},
+				Spec:       corev1.PodSpec{Containers: containers},
 			},
 		},
 	}
@@ -89,10 +95,16 @@ func newDeployment(t *testing.T, ns, name string) *appsv1.Deployment {
 // ready with ip.
 func newPod(t *testing.T, ns, name string, labels map[string]string, image, ip string) *corev1.Pod {
 	t.Helper()
+	return newPodWith(t, ns, name, labels, demoContainers(image), ip)
+}
+
+// newPodWith is newPod with the Pod's containers.
+func newPodWith(t *testing.T, ns, name string, labels map[string]string, containers []corev1.Container, ip string) *corev1.Pod {
+	t.Helper()
 	ctx := context.Background()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec:       corev1.PodSpec{Containers: demoContainers(image)},
+		Spec:       corev1.PodSpec{Containers: containers},
 	}
 	if err := k8s.Create(ctx, p); err != nil {
 		t.Fatal(err)

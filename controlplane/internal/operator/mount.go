@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -65,6 +66,17 @@ func (o *Operator) reconcileMount(ctx context.Context, req reconcile.Request) (r
 		return notReady("ContainerNotFound", fmt.Sprintf("%s %s has no container %q (containers: %s)", t.Kind, t.Name, t.Container, strings.Join(names, ", ")))
 	}
 	m.Status.Ports = w.template.Spec.Containers[idx].Ports
+	// A container the carrier image cannot start keeps its image: better
+	// no bridge than a broken Pod.
+	refuse := func(msg string) (reconcile.Result, error) {
+		if c := meta.FindStatusCondition(orig.Status.Conditions, gefyrav1.ConditionReady); c == nil || c.Reason != ReasonNotInCarrierImage || c.Message != msg {
+			o.log.Warn("not swapping carrier in", "mount", m.Namespace+"/"+m.Name, "why", msg)
+		}
+		return notReady(ReasonNotInCarrierImage, msg)
+	}
+	if msg := swapRefusal(&w.template.Spec.Containers[idx]); msg != "" {
+		return refuse(msg)
+	}
 
 	pods, err := o.podsOf(ctx, w)
 	if err != nil {
@@ -72,14 +84,19 @@ func (o *Operator) reconcileMount(ctx context.Context, req reconcile.Request) (r
 	}
 	m.Status.Pods = nil
 	var errs []error
+	var refusals []string
 	for i := range pods {
 		p := &pods[i]
 		if !p.DeletionTimestamp.IsZero() || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		original, err := o.mountPod(ctx, m, p)
+		original, refusal, err := o.mountPod(ctx, m, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pod %s: %w", p.Name, err))
+			continue
+		}
+		if refusal != "" {
+			refusals = append(refusals, "pod "+p.Name+": "+refusal)
 			continue
 		}
 		if original != "" {
@@ -107,9 +124,18 @@ func (o *Operator) reconcileMount(ctx context.Context, req reconcile.Request) (r
 	if len(endpoints) == 0 {
 		msg := fmt.Sprintf("waiting for a ready Pod of the fallback clone %s %s", t.Kind, clone.GetName())
 		setCondition(&m.Status.Conditions, m.Generation, gefyrav1.ConditionFallbackReady, metav1.ConditionFalse, "FallbackPending", msg)
-		return notReady("FallbackPending", msg)
+		if len(refusals) == 0 {
+			return notReady("FallbackPending", msg)
+		}
+	} else {
+		setCondition(&m.Status.Conditions, m.Generation, gefyrav1.ConditionFallbackReady, metav1.ConditionTrue, "FallbackReady", "")
 	}
-	setCondition(&m.Status.Conditions, m.Generation, gefyrav1.ConditionFallbackReady, metav1.ConditionTrue, "FallbackReady", "")
+	if len(refusals) > 0 {
+		// Pods whose spec differs from the workload's (an older
+		// revision): the others carry the mount, with their fallback;
+		// these keep their image.
+		return refuse(strings.Join(refusals, "; "))
+	}
 	setCondition(&m.Status.Conditions, m.Generation, gefyrav1.ConditionReady, metav1.ConditionTrue, "Mounted",
 		fmt.Sprintf("carrier runs in %d Pod(s)", len(m.Status.Pods)))
 	return reconcile.Result{}, o.client.Status().Patch(ctx, m, client.MergeFrom(orig))
@@ -118,23 +144,27 @@ func (o *Operator) reconcileMount(ctx context.Context, req reconcile.Request) (r
 // mountPod swaps carrier into the mount's container of p, remembering the
 // original image in an annotation. It returns that original image, or ""
 // when p cannot take the mount (the container is missing, or another mount
-// has it).
-func (o *Operator) mountPod(ctx context.Context, m *gefyrav1.GefyraMount, p *corev1.Pod) (string, error) {
+// has it), and why the carrier image could not start the container, if it
+// could not (then p is left alone).
+func (o *Operator) mountPod(ctx context.Context, m *gefyrav1.GefyraMount, p *corev1.Pod) (original, refusal string, err error) {
 	name := m.Spec.Target.Container
 	idx := slices.IndexFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == name })
 	if idx < 0 {
-		return "", nil
+		return "", "", nil
 	}
 	if owner := p.Annotations[AnnotationMount+name]; owner != "" && owner != m.Name {
 		o.log.Warn("container already mounted by another mount", "pod", p.Namespace+"/"+p.Name, "container", name, "mount", owner)
-		return "", nil
+		return "", "", nil
 	}
-	original := p.Annotations[AnnotationOriginalImage+name]
+	original = p.Annotations[AnnotationOriginalImage+name]
 	if original == "" {
 		original = p.Spec.Containers[idx].Image
 	}
 	if p.Spec.Containers[idx].Image == o.cfg.CarrierImage && p.Annotations[AnnotationMount+name] == m.Name && p.Labels[LabelCarrier] == "true" {
-		return original, nil
+		return original, "", nil
+	}
+	if msg := swapRefusal(&p.Spec.Containers[idx]); msg != "" {
+		return "", msg, nil
 	}
 	patch := map[string]any{
 		"metadata": map[string]any{
@@ -144,10 +174,10 @@ func (o *Operator) mountPod(ctx context.Context, m *gefyrav1.GefyraMount, p *cor
 		"spec": map[string]any{"containers": []any{map[string]any{"name": name, "image": o.cfg.CarrierImage}}},
 	}
 	if err := o.patchPod(ctx, p, patch); err != nil {
-		return "", err
+		return "", "", err
 	}
 	o.log.Info("carrier swapped in", "pod", p.Namespace+"/"+p.Name, "container", name, "original", original)
-	return original, nil
+	return original, "", nil
 }
 
 // restorePod puts the original image back into the mount's container of p

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -24,9 +23,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"gefyra.dev/gefyra/internal/credential"
+	"gefyra.dev/gefyra/internal/pipe"
 	"gefyra.dev/gefyra/internal/wire"
 	"gefyra.dev/gefyra/stowaway/internal/config"
-	"gefyra.dev/gefyra/internal/credential"
 )
 
 // Dialer opens connections inside the tunnel (a *wgnet.Net).
@@ -218,8 +218,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	active.Inc()
 	defer active.Dec()
 
-	err = Pipe(c, upstream, s.m.bytes.WithLabelValues(route.Bridge, ToPeer), s.m.bytes.WithLabelValues(route.Bridge, FromPeer))
-	if err != nil {
+	relay := pipe.Options{AToB: s.m.bytes.WithLabelValues(route.Bridge, ToPeer), BToA: s.m.bytes.WithLabelValues(route.Bridge, FromPeer)}
+	if _, _, err := relay.Join(ctx, c, upstream); err != nil {
 		s.log.Debug("relay: connection ended with an error", "bridge", h.Bridge, "err", err)
 	}
 }
@@ -273,47 +273,4 @@ func (s *Server) refuse(c net.Conn, h wire.Header, r refusal) {
 	s.log.Info("relay: refused carrier connection", "remote", c.RemoteAddr().String(), "bridge", h.Bridge, "port", h.Port, "reason", r.reason, "err", r.err)
 	c.SetWriteDeadline(time.Now().Add(time.Second))
 	wire.WriteReply(c, r.code)
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-type closeWriter interface{ CloseWrite() error }
-
-// Pipe copies a→b and b→a, one goroutine per direction, counting bytes.
-// When one side ends cleanly the other is half-closed (CloseWrite); when a
-// copy fails, both connections are closed so the other direction ends too.
-// It returns once both directions are done, with their errors joined.
-func Pipe(a, b net.Conn, aToB, bToA prometheus.Counter) error {
-	errc := make(chan error, 1)
-	go func() { errc <- copyHalf(b, a, aToB) }()
-	err := copyHalf(a, b, bToA)
-	return errors.Join(err, <-errc)
-}
-
-func copyHalf(dst, src net.Conn, n prometheus.Counter) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		nr, rerr := src.Read(buf)
-		if nr > 0 {
-			if _, werr := dst.Write(buf[:nr]); werr != nil {
-				src.Close()
-				dst.Close()
-				return werr
-			}
-			n.Add(float64(nr))
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				if cw, ok := dst.(closeWriter); ok {
-					cw.CloseWrite()
-				}
-				return nil
-			}
-			src.Close()
-			dst.Close()
-			return rerr
-		}
-	}
 }

@@ -26,10 +26,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"gefyra.dev/gefyra/internal/credential"
 	"gefyra.dev/gefyra/internal/wgnet"
 	"gefyra.dev/gefyra/internal/wire"
 	"gefyra.dev/gefyra/stowaway/internal/config"
-	"gefyra.dev/gefyra/internal/credential"
 	"gefyra.dev/gefyra/stowaway/internal/relay"
 )
 
