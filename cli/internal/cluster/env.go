@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"gefyra.dev/gefyra/internal/expansion"
 	"sort"
 	"strings"
 
@@ -213,40 +214,12 @@ func (c *Cluster) Env(ctx context.Context, namespace string, ref EnvRef) (env []
 	return env, warnings, nil
 }
 
-// expand replaces $(VAR) with values already defined, as Kubernetes does:
-// $$ is a literal $, unknown references stay as they are.
+// expand replaces $(VAR) with values already defined, as kubelet does.
 func expand(s string, values map[string]string) string {
-	if !strings.Contains(s, "$") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteByte('$')
-				continue
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := values[name]; ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString(s[i : i+3+end])
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
-		}
-	}
-	return b.String()
+	return expansion.Expand(s, func(name string) (string, bool) {
+		v, ok := values[name]
+		return v, ok
+	})
 }
 
 func sortedKeys(m map[string]string) []string {
