@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"gefyra.dev/gefyra/internal/expansion"
 	"sort"
 	"strings"
 
@@ -14,6 +13,7 @@ import (
 
 	"gefyra.dev/gefyra/cli/internal/errmark"
 	gefyrav1 "gefyra.dev/gefyra/controlplane/api/v1alpha1"
+	"gefyra.dev/gefyra/internal/expansion"
 )
 
 // EnvRef names the container whose environment `gefyra run --env-from`
