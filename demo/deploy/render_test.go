@@ -96,14 +96,21 @@ func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container 
 // privilege escalation, no capabilities, RuntimeDefault seccomp, requests.
 func checkHardened(t *testing.T, objs objects, writable ...string) {
 	t.Helper()
-	var specs []corev1.PodSpec
+	type workload struct {
+		spec corev1.PodSpec
+		// bridged: gefyra bridges it, and carrier, swapped into it,
+		// authenticates at the control plane with the Pod's token.
+		bridged bool
+	}
+	var specs []workload
 	for name := range objs["Deployment"] {
-		specs = append(specs, get[appsv1.Deployment](t, objs, "Deployment", name).Spec.Template.Spec)
+		specs = append(specs, workload{get[appsv1.Deployment](t, objs, "Deployment", name).Spec.Template.Spec, name == "oauth2-demo"})
 	}
 	for name := range objs["StatefulSet"] {
-		specs = append(specs, get[appsv1.StatefulSet](t, objs, "StatefulSet", name).Spec.Template.Spec)
+		specs = append(specs, workload{get[appsv1.StatefulSet](t, objs, "StatefulSet", name).Spec.Template.Spec, false})
 	}
-	for _, spec := range specs {
+	for _, w := range specs {
+		spec := w.spec
 		for _, c := range spec.Containers {
 			sc := c.SecurityContext
 			switch {
@@ -128,7 +135,11 @@ func checkHardened(t *testing.T, objs objects, writable ...string) {
 				t.Errorf("%s: image %q has no pinned tag", c.Name, c.Image)
 			}
 		}
-		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		automount := spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken
+		switch {
+		case w.bridged && !automount:
+			t.Errorf("pod with %s has no service account token: carrier could not authenticate when bridged", spec.Containers[0].Name)
+		case !w.bridged && automount:
 			t.Errorf("pod with %s mounts a service account token it does not need", spec.Containers[0].Name)
 		}
 	}

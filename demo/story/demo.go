@@ -4,6 +4,11 @@
 // until it runs, log in as john@gefyra.dev through oauth2-proxy and the OIDC
 // provider, and see the backend's bug.
 //
+// The same steps go on with gefyra itself (Addon): its cluster add-on from
+// deploy/, a developer's GefyraClient with a key made on this machine, the
+// agent (gefyra-agent) and a local backend as processes here, and
+// GefyraBridges of the backend's container, as the CLI would make them.
+//
 // Every step takes a testworld.T. The end-to-end tests pass their
 // *testing.T; `make demo` passes a Runner, which prints each step as a
 // readable line and its details indented below it. Either way it is the
@@ -101,14 +106,39 @@ func (d *Demo) Image(name string) string { return filepath.Join(d.Images, name) 
 // only when its content changed) and sets d.Images.
 func (d *Demo) BuildImages(t testworld.T) {
 	t.Helper()
-	script := filepath.Join(d.Root, "demo", "images.sh")
 	// Two runs must not build into the same directories at once; the lock
 	// is on the script itself, so it leaves no file behind.
+	script := filepath.Join(d.Root, "demo", "images.sh")
 	unlock, err := lockFile(script)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	defer unlock()
+	d.runImages(t, script)
+}
+
+// BuildAllImages builds the demo's images and gefyra's own (carrier,
+// stowaway, controlplane) with world/images.sh and sets d.Images; the
+// add-on (see Addon) takes its images from there. The script takes its
+// own locks (the demo's among them).
+func (d *Demo) BuildAllImages(t testworld.T) {
+	t.Helper()
+	d.runImages(t, filepath.Join(d.Root, "world", "images.sh"))
+	for _, name := range ComponentImages {
+		if _, err := os.Stat(d.Image(name)); err != nil {
+			t.Fatalf("world/images.sh did not write %s: %v", name, err)
+		}
+	}
+}
+
+// runImages runs an images script, logging what it says, and sets d.Images
+// to the directory named on the last line of its output.
+func (d *Demo) runImages(t testworld.T, script string) {
+	t.Helper()
+	name, err := filepath.Rel(d.Root, script)
+	if err != nil {
+		name = script
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), imagesTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script)
@@ -117,10 +147,10 @@ func (d *Demo) BuildImages(t testworld.T) {
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		t.Fatalf("demo/images.sh: %v", err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("demo/images.sh: %v", err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	sc := bufio.NewScanner(stderr)
 	sc.Buffer(nil, 1<<20)
@@ -129,13 +159,13 @@ func (d *Demo) BuildImages(t testworld.T) {
 	}
 	io.Copy(io.Discard, stderr) // what a too long line left, so the script can end
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("demo/images.sh: %v", err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	d.Images = lines[len(lines)-1]
-	for _, name := range []string{AppImage, DevImage, OIDCImage, ProxyImage} {
-		if _, err := os.Stat(d.Image(name)); err != nil {
-			t.Fatalf("demo/images.sh did not write %s: %v", name, err)
+	for _, image := range []string{AppImage, DevImage, OIDCImage, ProxyImage} {
+		if _, err := os.Stat(d.Image(image)); err != nil {
+			t.Fatalf("%s did not write %s: %v", name, image, err)
 		}
 	}
 }
@@ -160,7 +190,7 @@ func (d *Demo) LoadImages(t testworld.T) {
 // deleted is waited for; one that is in use is an error.
 func (d *Demo) Deploy(t testworld.T) {
 	t.Helper()
-	d.waitNamespaceFree(t)
+	waitNamespaceFree(t, d.World, Namespace)
 	t.Cleanup(func() {
 		if testworld.Failed(t) {
 			d.World.Dump(t, Namespace)
@@ -179,25 +209,27 @@ func logLines(t testworld.T, out string) {
 	}
 }
 
-func (d *Demo) waitNamespaceFree(t testworld.T) {
+// waitNamespaceFree waits while namespace ns of an earlier run is being
+// deleted; one that is in use is an error.
+func waitNamespaceFree(t testworld.T, w *testworld.World, ns string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	if _, err := d.World.Client.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	if _, err := w.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		return
 	}
-	testworld.WaitFor(t, "namespace "+Namespace+" to be free", 2*time.Minute, func(ctx context.Context) (bool, string, error) {
-		ns, err := d.World.Client.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{})
+	testworld.WaitFor(t, "namespace "+ns+" to be free", 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+		n, err := w.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			return true, "", nil
 		case err != nil:
 			return false, err.Error(), nil
-		case ns.Status.Phase == corev1.NamespaceTerminating:
-			return false, "an earlier namespace " + Namespace + " is being deleted", nil
+		case n.Status.Phase == corev1.NamespaceTerminating:
+			return false, "an earlier namespace " + ns + " is being deleted", nil
 		}
-		return false, "", fmt.Errorf("namespace %s exists already: the demo runs elsewhere, or an earlier run was killed "+
-			"(`kubectl --kubeconfig %s delete namespace %s` removes it)", Namespace, d.World.Kubeconfig, Namespace)
+		return false, "", fmt.Errorf("namespace %s exists already: it is in use elsewhere, or an earlier run was killed "+
+			"(`kubectl --kubeconfig %s delete namespace %s` removes it)", ns, w.Kubeconfig, ns)
 	})
 }
 
@@ -231,6 +263,17 @@ func (d *Demo) WaitReady(t testworld.T) {
 	t.Logf("Pod %s: %d/2 Running, IP %s", pod.Name, readyContainers(pod), pod.Status.PodIP)
 
 	d.appURL = "http://" + d.World.ServiceAddr(t, Namespace, Service, ServicePort)
+	d.WaitServing(t)
+}
+
+// WaitServing waits until oauth2-proxy answers through the Service, which
+// needs the backend's Pod Ready (both containers) and kube-proxy's rules
+// for it.
+func (d *Demo) WaitServing(t testworld.T) {
+	t.Helper()
+	if d.appURL == "" {
+		t.Fatalf("the application's address is not known: WaitReady first")
+	}
 	c := d.World.HTTPClient()
 	testworld.WaitFor(t, "oauth2-proxy at "+d.appURL, time.Minute, func(ctx context.Context) (bool, string, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.appURL+"/ping", nil)
@@ -361,12 +404,26 @@ func (a Answer) String() string {
 // Get sends GET path with the logged-in browser.
 func (d *Demo) Get(t testworld.T, path string) Answer {
 	t.Helper()
+	return d.GetWith(t, path, nil)
+}
+
+// GetWith sends GET path with the logged-in browser and extra request
+// headers (oauth2-proxy passes them on to the backend).
+func (d *Demo) GetWith(t testworld.T, path string, header http.Header) Answer {
+	t.Helper()
 	if d.browser == nil {
 		t.Fatalf("not logged in: Login first")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	page, err := d.browser.Get(ctx, d.appURL+path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.appURL+path, nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	page, err := d.browser.Do(req)
 	d.rec.take()
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)

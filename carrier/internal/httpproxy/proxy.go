@@ -140,14 +140,17 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 		if l == nil || l.HTTP == nil {
 			return
 		}
-		if !cc.serveOne(ctx, l) {
+		if !cc.serveOne(ctx, l, current) {
 			return
 		}
 	}
 }
 
-// serveOne reads and answers one request; false means close.
-func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener) bool {
+// serveOne reads and answers one request; false means close. l's
+// timeouts apply while waiting for the request; the request is routed on
+// the config current once it has arrived (a kept-alive connection may wait
+// long, and the config change meanwhile).
+func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener, current func() *config.Listener) bool {
 	h := l.HTTP
 	if h.RequestHeadersTimeout > 0 || cc.br.Buffered() == 0 {
 		cc.dl.Read(cc.c, time.Now(), h.IdleTimeout)
@@ -173,6 +176,9 @@ func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener) bool {
 	if eqFold(req.Method(), "connect") {
 		return cc.local(l.NoRouteStats, started, http.StatusMethodNotAllowed, "carrier: CONNECT is not supported\n", true)
 	}
+	if now := current(); now != nil && now.HTTP != nil {
+		l = now
+	}
 
 	p := cc.p
 	ch := p.choose(l, req, cc)
@@ -181,7 +187,7 @@ func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener) bool {
 	}
 	uc := cc.uc
 	cc.uc = nil
-	return cc.forward(ctx, ch.rt, ch.target, uc, ch.stats, started)
+	return cc.forward(ctx, l, ch.rt, ch.target, uc, ch.stats, started)
 }
 
 // connector opens an upstream for a cluster, keeping it for the caller.
@@ -246,13 +252,7 @@ func (p *Proxy) choose(l *config.Listener, req config.Request, conn connector) c
 			p.logf(slog.LevelWarn, "upstream connect failed", "cluster", target.Name, "err", err)
 			return choice{rt: rt, stats: stats, status: http.StatusServiceUnavailable, msg: "carrier: upstream connect error: " + err.Error() + "\n"}
 		}
-		reason = metrics.ReasonConnectFailed
-		switch kind {
-		case upstream.KindRefused:
-			reason = metrics.ReasonBridgeRefused
-		case upstream.KindNoEndpoints:
-			reason = metrics.ReasonNoEndpoints
-		}
+		reason = fallbackReason(kind)
 		p.logf(slog.LevelDebug, "bridge unreachable, using the fallback", "bridge", bridge, "err", err)
 	}
 	if l.Fallback == nil {
@@ -275,6 +275,18 @@ func (p *Proxy) choose(l *config.Listener, req config.Request, conn connector) c
 		return choice{rt: rt, stats: fbStats, status: http.StatusServiceUnavailable, msg: "carrier: fallback connect error: " + err.Error() + "\n"}
 	}
 	return choice{rt: rt, target: l.Fallback, stats: fbStats}
+}
+
+// fallbackReason is the fallback metric's reason for a bridge that could
+// not be reached for kind.
+func fallbackReason(kind string) string {
+	switch kind {
+	case upstream.KindRefused:
+		return metrics.ReasonBridgeRefused
+	case upstream.KindNoEndpoints:
+		return metrics.ReasonNoEndpoints
+	}
+	return metrics.ReasonConnectFailed
 }
 
 func (p *Proxy) logf(level slog.Level, msg string, args ...any) {
@@ -331,7 +343,7 @@ const (
 )
 
 // forward sends the request on uc and relays the response.
-func (cc *clientConn) forward(ctx context.Context, rt *config.Route, target *config.Cluster, uc *upstream.Conn, stats *metrics.Series, started time.Time) bool {
+func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *config.Route, target *config.Cluster, uc *upstream.Conn, stats *metrics.Series, started time.Time) bool {
 	p := cc.p
 	req, resp := &cc.req, &cc.resp
 	timeout := config.DefaultRouteTimeout
@@ -397,6 +409,21 @@ func (cc *clientConn) forward(ctx context.Context, rt *config.Route, target *con
 		if uc.Reused && !hasBody && attempt == 0 && !isTimeout(err) && uc.R.Buffered() == 0 {
 			// A kept-alive connection the server closed meanwhile.
 			nuc, derr := p.Pools.Get(ctx, target, cc.client, true, false)
+			var de *upstream.DialError
+			if derr != nil && target.Bridge != nil && l.Fallback != nil && l.Fallback != target && errors.As(derr, &de) {
+				// The bridge went away meanwhile (stowaway closes the
+				// connections of a developer that vanished): as for a
+				// new request, the fallback takes it.
+				p.Metrics.UpstreamError(target.Name, de.Kind)
+				p.logf(slog.LevelDebug, "bridge unreachable, using the fallback", "bridge", target.BridgeName(), "err", derr)
+				stats.Fallback(fallbackReason(de.Kind))
+				stats = l.NoRouteStats
+				if rt != nil {
+					stats = rt.FallbackStats
+				}
+				target = l.Fallback
+				nuc, derr = p.Pools.Get(ctx, target, cc.client, true, false)
+			}
 			if derr == nil {
 				uc = nuc
 				continue

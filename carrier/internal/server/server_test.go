@@ -79,6 +79,7 @@ type stowaway struct {
 	mu       sync.Mutex        // guards the fields below
 	bridges  map[string]string // bridge → backend address
 	headers  []wire.Header
+	open     map[net.Conn]string // relayed connections → bridge
 	accepted atomic.Int64
 }
 
@@ -88,7 +89,7 @@ func newStowaway(t *testing.T) *stowaway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stowaway{ln: ln, bridges: map[string]string{}}
+	s := &stowaway{ln: ln, bridges: map[string]string{}, open: map[net.Conn]string{}}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -139,7 +140,27 @@ func (s *stowaway) serve(c net.Conn) {
 	}
 	wire.WriteReply(c, wire.CodeAccepted)
 	s.accepted.Add(1)
+	s.mu.Lock()
+	s.open[c] = h.Bridge
+	s.mu.Unlock()
 	pipe.Join(context.Background(), c, up)
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+}
+
+// vanish does what the real stowaway does when a bridge's developer stops
+// answering: it refuses new connections for the bridge and closes the
+// open ones.
+func (s *stowaway) vanish(bridge string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.bridges, bridge)
+	for c, b := range s.open {
+		if b == bridge {
+			c.Close()
+		}
+	}
 }
 
 func (s *stowaway) seen() []wire.Header {
@@ -418,6 +439,28 @@ func TestBridgeDownFallsBack(t *testing.T) {
 	}
 }
 
+// TestVanishedDeveloperFallsBack: stowaway closes the kept-alive
+// connections of a developer that stopped answering and refuses new ones;
+// the next request, which carrier sends on such a pooled connection, still
+// gets the fallback's answer instead of an error.
+func TestVanishedDeveloperFallsBack(t *testing.T) {
+	w := newWorld(t)
+	c := startCarrier(t, w.resources...)
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, body := do(t, client, "GET", c.url("http")+"/x", nil, "X-Gefyra-Bridge", "a")
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "dev-a") {
+		t.Fatalf("got %d %q, want dev-a", resp.StatusCode, body)
+	}
+	w.stow.vanish("demo/bridge-a")
+	resp, body = do(t, client, "GET", c.url("http")+"/x", nil, "X-Gefyra-Bridge", "a")
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "fallback") {
+		t.Fatalf("got %d %q, want the fallback", resp.StatusCode, body)
+	}
+	if v := testutil.ToFloat64(counter(t, c.reg, "gefyra_carrier_fallbacks_total", "bridge", "demo/bridge-a", "reason", "bridge_refused")); v != 1 {
+		t.Errorf("bridge_refused fallbacks = %v, want 1", v)
+	}
+}
+
 func TestMidRequestFailureIs502(t *testing.T) {
 	// A backend that takes the request and hangs up without answering.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -622,6 +665,31 @@ func TestListenersFollowConfig(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", first, time.Second); err == nil {
 		t.Fatal("removed listener still accepts")
+	}
+}
+
+// TestKeptAliveConnectionFollowsConfig: a client's kept-alive connection
+// that waits between two requests gets the second one routed on the
+// config of when it arrived, not of when the first one ended.
+func TestKeptAliveConnectionFollowsConfig(t *testing.T) {
+	w := newWorld(t)
+	c := startCarrier(t, w.resources...)
+	client := &http.Client{Timeout: 10 * time.Second} // keeps its connection alive
+	if resp, body := do(t, client, "GET", c.url("http")+"/", nil); resp.StatusCode != 200 || !strings.HasPrefix(body, "fallback") {
+		t.Fatalf("got %d %q, want the fallback", resp.StatusCode, body)
+	}
+	// The fallback moves to dev-b's backend while the connection idles.
+	moved := append([]proto.Message(nil), w.resources...)
+	moved[2] = ct.Cluster("fallback", w.devB.Listener.Addr().String())
+	if err := c.srv.Apply(context.Background(), ct.Resources(moved...)); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, client, "GET", c.url("http")+"/", nil)
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "dev-b") {
+		t.Fatalf("got %d %q on the kept-alive connection, want the new fallback dev-b", resp.StatusCode, body)
+	}
+	if got := w.stow.accepted.Load(); got != 0 {
+		t.Errorf("stowaway accepted %d connections; the fallback is a plain cluster", got)
 	}
 }
 

@@ -185,12 +185,7 @@ func (o *Operator) ensureClientAccess(ctx context.Context, c *gefyrav1.GefyraCli
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: name}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, o.client, role, func() error {
 		role.Labels = map[string]string{"app.kubernetes.io/part-of": "gefyra"}
-		role.Rules = []rbacv1.PolicyRule{
-			{APIGroups: []string{gefyrav1.GroupVersion.Group}, Resources: []string{"gefyraclients"}, ResourceNames: []string{c.Name},
-				Verbs: []string{"get", "list", "watch", "update", "patch", "delete"}},
-			{APIGroups: []string{gefyrav1.GroupVersion.Group}, Resources: []string{"gefyraclients/status"}, ResourceNames: []string{c.Name},
-				Verbs: []string{"get", "update", "patch"}},
-		}
+		role.Rules = ClientAccessRules(c.Name)
 		return controllerutil.SetControllerReference(c, role, o.client.Scheme())
 	}); err != nil {
 		return err
@@ -207,6 +202,18 @@ func (o *Operator) ensureClientAccess(ctx context.Context, c *gefyrav1.GefyraCli
 		return controllerutil.SetControllerReference(c, rb, o.client.Scheme())
 	})
 	return err
+}
+
+// ClientAccessRules are the rights the operator grants the user of client
+// name. The API server lets it grant only rights it holds itself
+// (deploy/rbac/operator.yaml).
+func ClientAccessRules(name string) []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{gefyrav1.GroupVersion.Group}, Resources: []string{"gefyraclients"}, ResourceNames: []string{name},
+			Verbs: []string{"get", "list", "watch", "update", "patch", "delete"}},
+		{APIGroups: []string{gefyrav1.GroupVersion.Group}, Resources: []string{"gefyraclients/status"}, ResourceNames: []string{name},
+			Verbs: []string{"get", "update", "patch"}},
+	}
 }
 
 // setCondition sets a condition, keeping its transition time when the

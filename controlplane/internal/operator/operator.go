@@ -241,6 +241,10 @@ func Setup(ctx context.Context, mgr manager.Manager, cfg Config) (*Operator, err
 		Complete(o.counted("gefyramount", o.reconcileMount)); err != nil {
 		return nil, err
 	}
+	// Leader only (a RunnableFunc needs the lease): one writer.
+	if err := mgr.Add(manager.RunnableFunc(o.ensureStowawayKey)); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 

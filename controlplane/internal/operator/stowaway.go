@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"time"
 
 	"golang.org/x/crypto/curve25519"
 	corev1 "k8s.io/api/core/v1"
@@ -49,4 +50,28 @@ func (o *Operator) stowawayPublicKey(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return base64.StdEncoding.EncodeToString(pub), nil
+}
+
+// ensureStowawayKey creates stowaway's key Secret as soon as this replica
+// leads, retrying until it exists: stowaway's Pod mounts it and does not
+// start without it, and the add-on must be up before the first client
+// registers.
+func (o *Operator) ensureStowawayKey(ctx context.Context) error {
+	delay := 100 * time.Millisecond
+	for {
+		_, err := o.stowawayPublicKey(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		o.log.Warn("creating stowaway's key Secret failed; retrying", "secret", o.cfg.Namespace+"/"+o.cfg.StowawaySecret, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
 }

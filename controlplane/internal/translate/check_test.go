@@ -63,7 +63,15 @@ func checkCarrier(t *testing.T, n *Node) []bridgeCluster {
 			if len(vh.Routes) == 0 || vh.Routes[len(vh.Routes)-1].Name != "fallback" {
 				t.Errorf("node %s: route configuration %s does not end with the fallback route", n.ID, rc.Name)
 			}
-			for _, r := range vh.Routes {
+			if len(vh.Routes) == 0 || vh.Routes[0].Name != "kube-probe" || vh.Routes[0].GetDirectResponse().GetStatus() != 200 ||
+				len(vh.Routes[0].GetMatch().GetHeaders()) != 1 || vh.Routes[0].GetMatch().GetHeaders()[0].GetName() != "user-agent" ||
+				vh.Routes[0].GetMatch().GetHeaders()[0].GetStringMatch().GetPrefix() != "kube-probe/" {
+				t.Errorf("node %s: route configuration %s does not start with the route that answers kubelet's probes", n.ID, rc.Name)
+			}
+			for i, r := range vh.Routes {
+				if i == 0 && r.GetDirectResponse() != nil {
+					continue // the probes' route, checked above
+				}
 				ra := r.GetRoute()
 				if ra == nil || clusters[ra.GetCluster()] == nil {
 					t.Errorf("node %s: route %s goes to %q, which is not a cluster", n.ID, r.Name, ra.GetCluster())

@@ -13,7 +13,10 @@
 //	                                 over RDS "port-P"; WebSocket upgrades;
 //	                                 no stream idle timeout), metadata
 //	                                 gefyra.fallback_cluster = "fallback-P"
-//	RouteConfiguration    "port-P"   one virtual host "*"; the routes of
+//	RouteConfiguration    "port-P"   one virtual host "*"; first the route
+//	                                 "kube-probe" (header user-agent prefix
+//	                                 "kube-probe/": a direct response 200),
+//	                                 then the routes of
 //	                                 every bridge that maps P, bridges by
 //	                                 namespace/name, each bridge's rules in
 //	                                 their order (a bridge without rules is
@@ -27,6 +30,11 @@
 //	                                 STRICT_DNS for a host name) at
 //	                                 Options.RelayAddress, metadata
 //	                                 gefyra.{bridge, port, credential}
+//
+// kubelet's HTTP probes are answered by carrier itself: sent to a bridge,
+// they would fail whenever the developer's side is down or stopped at a
+// breakpoint, and kubelet would take the Pod out of its Services and
+// restart carrier.
 //
 // A route for a rule matches its path (Exact: path; Prefix: whole path
 // segments, Gateway API style, as path_separated_prefix; RegularExpression:
@@ -390,7 +398,7 @@ func (t *translation) carrier(id string, mt *model.Mount, bridges []*model.Bridg
 		}
 		n.Listeners = append(n.Listeners, l)
 		rc := &routev3.RouteConfiguration{Name: listenerName(p.Port)}
-		vh := &routev3.VirtualHost{Name: "all", Domains: []string{"*"}}
+		vh := &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{probeRoute()}}
 		for _, b := range bridges {
 			i := slices.IndexFunc(b.Ports, func(pm bridge.PortMapping) bool { return pm.Remote == p.Port })
 			if i < 0 {
@@ -524,6 +532,27 @@ func routeTo(cluster string) *routev3.Route_Route {
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
 		Timeout:          durationpb.New(0),
 	}}
+}
+
+// probeRoute answers kubelet's HTTP probes (user agent "kube-probe/<version>")
+// with 200.
+func probeRoute() *routev3.Route {
+	return &routev3.Route{
+		Name: "kube-probe",
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{
+				Name: "user-agent",
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "kube-probe/"},
+				}},
+			}},
+		},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 200,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "ok\n"}},
+		}},
+	}
 }
 
 // bridgeRoutes are a bridge's routes to cluster: one per rule, or one for

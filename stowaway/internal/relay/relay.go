@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -49,6 +50,13 @@ type Server struct {
 	// DialTimeout bounds opening the connection to the peer; a peer that
 	// does not answer in time is reported as down.
 	DialTimeout time.Duration
+	// ProbeInterval is the pause between two liveness probes of a peer
+	// (see liveness.go); 0 means DefaultProbeInterval, negative disables
+	// probing.
+	ProbeInterval time.Duration
+	// ProbeMisses unanswered probes in a row make a peer down; 0 means
+	// DefaultProbeMisses.
+	ProbeMisses int
 
 	tunnel Dialer
 	log    *slog.Logger
@@ -56,9 +64,13 @@ type Server struct {
 	state  atomic.Pointer[state]
 	ln     atomic.Pointer[net.Listener]
 
-	mu    sync.Mutex // guards the fields below
-	conns map[net.Conn]struct{}
-	known map[string]bool // bridges that have metric series
+	changed chan struct{} // a new config, for watchPeers
+
+	mu        sync.Mutex // guards the fields below
+	conns     map[net.Conn]struct{}
+	known     map[string]bool                   // bridges that have metric series
+	watches   map[string]*peerWatch             // by peer name
+	peerConns map[string]map[io.Closer]struct{} // connections relayed to each peer, dials to it
 }
 
 // state is one config generation, swapped atomically by Update.
@@ -86,8 +98,11 @@ func New(tunnel Dialer, reg prometheus.Registerer, log *slog.Logger) (*Server, e
 		tunnel:        tunnel,
 		log:           log,
 		m:             m,
+		changed:       make(chan struct{}, 1),
 		conns:         map[net.Conn]struct{}{},
 		known:         map[string]bool{},
+		watches:       map[string]*peerWatch{},
+		peerConns:     map[string]map[io.Closer]struct{}{},
 	}, nil
 }
 
@@ -100,6 +115,10 @@ func (s *Server) Update(cfg *config.Compiled) error {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.state.Store(&state{cfg: cfg, verifier: v})
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 	s.mu.Lock()
 	for b := range s.known {
 		if !cfg.HasBridge(b) {
@@ -136,6 +155,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	wctx, cancelWatch := context.WithCancel(ctx)
+	wg.Go(func() { s.watchPeers(wctx) })
 	var err error
 	for {
 		c, aerr := ln.Accept()
@@ -152,6 +173,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.handle(ctx, c)
 		})
 	}
+	cancelWatch()
 	ln.Close()
 	s.mu.Lock()
 	for c := range s.conns {
@@ -205,6 +227,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	defer upstream.Close()
 	s.track(upstream, true)
 	defer s.track(upstream, false)
+	s.trackPeer(route.Peer.Name, upstream, true)
+	defer s.trackPeer(route.Peer.Name, upstream, false)
 
 	if err := wire.WriteReply(c, wire.CodeAccepted); err != nil {
 		s.log.Debug("relay: carrier gone before reply", "bridge", h.Bridge, "err", err)
@@ -251,8 +275,18 @@ func (s *Server) route(h *wire.Header) (config.Route, *refusal) {
 }
 
 func (s *Server) dial(ctx context.Context, r config.Route) (net.Conn, *refusal) {
+	if s.peerDown(r.Peer.Name) {
+		return nil, &refusal{code: wire.CodePeerDown, reason: ReasonPeerDown, err: fmt.Errorf("peer %s does not answer its liveness probes", r.Peer.Name)}
+	}
 	dctx, cancel := context.WithTimeout(ctx, s.DialTimeout)
 	defer cancel()
+	// A peer found gone meanwhile ends the dial at once.
+	cc := &cancelCloser{cancel: cancel}
+	s.trackPeer(r.Peer.Name, cc, true)
+	defer s.trackPeer(r.Peer.Name, cc, false)
+	if s.peerDown(r.Peer.Name) {
+		cancel() // found gone between the check above and now
+	}
 	start := time.Now()
 	addr := netip.AddrPortFrom(r.Peer.Address, r.Port).String()
 	up, err := s.tunnel.DialContext(dctx, "tcp", addr)

@@ -74,6 +74,13 @@ type world struct {
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
+	return newWorldWith(t, nil)
+}
+
+// newWorldWith is newWorld with the relay's settings changed by tune
+// before it runs.
+func newWorldWith(t testing.TB, tune func(*relay.Server)) *world {
+	t.Helper()
 	key, err := wgnet.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +92,9 @@ func newWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	srv.Relay.DialTimeout = 500 * time.Millisecond
+	if tune != nil {
+		tune(srv.Relay)
+	}
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	w := &world{t: t, srv: srv, reg: reg, rsa: testRSAKey(t), ed: ed, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
