@@ -20,6 +20,6 @@ func Steps(d *Demo) []Step {
 			d.ExpectHello(t)
 		}},
 		{Title: "Asking for item 123: the tutorial's bug", Run: func(t testworld.T) { d.ExpectBug(t) }},
-		{Title: "Next in the tutorial: gefyra up, gefyra run, gefyra bridge and gefyra down. Those steps come with the gefyra CLI; the story ends here for now."},
+		{Title: "Next in the tutorial: gefyra up, gefyra run, gefyra bridge and gefyra down. This demo does not play them yet: the story ends here."},
 	}
 }
