@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -36,6 +35,7 @@ import (
 	"gefyra.dev/gefyra/controlplane/internal/operator"
 	"gefyra.dev/gefyra/controlplane/internal/translate"
 	"gefyra.dev/gefyra/internal/credential"
+	"gefyra.dev/gefyra/internal/testworld/envtestassets"
 	"gefyra.dev/gefyra/internal/xdsclient"
 )
 
@@ -44,11 +44,15 @@ import (
 // stowaway connect over xDS with their ServiceAccount tokens, get their
 // configuration and acknowledge it, and the bridge turns Ready.
 func TestBridgeBecomesDataPlaneReady(t *testing.T) {
-	root, err := findRoot()
+	root, err := envtestassets.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	assets := kubebuilderAssets(t, root)
+	assets, cleanupAssets, err := envtestassets.Link(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanupAssets)
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "deploy", "crds")},
@@ -293,50 +297,4 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// kubebuilderAssets links the test world's kube-apiserver, kubectl and etcd
-// into a directory for envtest; it never builds them.
-func kubebuilderAssets(t *testing.T, root string) string {
-	t.Helper()
-	dirOf := func(component string) string {
-		out, err := exec.Command("bash", filepath.Join(root, "world", "build.sh"), "--dir", component).Output()
-		if err != nil {
-			t.Fatalf("world/build.sh --dir %s: %v", component, err)
-		}
-		d := strings.TrimSpace(string(out))
-		if _, err := os.Stat(filepath.Join(d, ".complete")); err != nil {
-			t.Fatalf("the test world's binaries are not built (%s is missing): run world/build.sh k8s etcd", d)
-		}
-		return d
-	}
-	k8sDir, etcdDir := dirOf("k8s"), dirOf("etcd")
-	tmp := t.TempDir()
-	for name, target := range map[string]string{
-		"kube-apiserver": filepath.Join(k8sDir, "kube-apiserver"),
-		"kubectl":        filepath.Join(k8sDir, "kubectl"),
-		"etcd":           filepath.Join(etcdDir, "etcd"),
-	} {
-		if err := os.Symlink(target, filepath.Join(tmp, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return tmp
 }

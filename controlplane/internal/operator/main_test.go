@@ -9,9 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +28,7 @@ import (
 	"gefyra.dev/gefyra/controlplane/internal/app"
 	"gefyra.dev/gefyra/controlplane/internal/model"
 	"gefyra.dev/gefyra/controlplane/internal/operator"
+	"gefyra.dev/gefyra/internal/testworld/envtestassets"
 )
 
 // The world every test of this package shares: a real kube-apiserver and
@@ -78,12 +77,12 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	var err error
-	repoRoot, err = findRoot()
+	repoRoot, err = envtestassets.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	assets, cleanup, err := kubebuilderAssets()
+	assets, cleanup, err := envtestassets.Link(repoRoot)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "envtest:", err)
 		return 1
@@ -164,64 +163,6 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// kubebuilderAssets links the test world's kube-apiserver, kubectl and etcd
-// into a directory for envtest. It never builds them: that takes minutes.
-func kubebuilderAssets() (string, func(), error) {
-	dirOf := func(component string) (string, error) {
-		out, err := exec.Command("bash", filepath.Join(repoRoot, "world", "build.sh"), "--dir", component).Output()
-		if err != nil {
-			return "", fmt.Errorf("world/build.sh --dir %s: %w", component, err)
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
-	k8sDir, err := dirOf("k8s")
-	if err != nil {
-		return "", nil, err
-	}
-	etcdDir, err := dirOf("etcd")
-	if err != nil {
-		return "", nil, err
-	}
-	for _, d := range []string{k8sDir, etcdDir} {
-		if _, err := os.Stat(filepath.Join(d, ".complete")); err != nil {
-			return "", nil, fmt.Errorf("the test world's binaries are not built (%s is missing): run world/build.sh k8s etcd", d)
-		}
-	}
-	tmp, err := os.MkdirTemp("", "gefyra-envtest-")
-	if err != nil {
-		return "", nil, err
-	}
-	links := map[string]string{
-		"kube-apiserver": filepath.Join(k8sDir, "kube-apiserver"),
-		"kubectl":        filepath.Join(k8sDir, "kubectl"),
-		"etcd":           filepath.Join(etcdDir, "etcd"),
-	}
-	for name, target := range links {
-		if err := os.Symlink(target, filepath.Join(tmp, name)); err != nil {
-			os.RemoveAll(tmp)
-			return "", nil, err
-		}
-	}
-	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
 // applyFile creates every object of a multi-document YAML file.

@@ -2,12 +2,9 @@ package xds_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	gefyrav1 "gefyra.dev/gefyra/controlplane/api/v1alpha1"
+	"gefyra.dev/gefyra/internal/testworld/envtestassets"
 )
 
 // The world of this package's tests: a real kube-apiserver and etcd
@@ -36,12 +34,12 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	root, err := findRoot()
+	root, err := envtestassets.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	assets, cleanup, err := kubebuilderAssets(root)
+	assets, cleanup, err := envtestassets.Link(root)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "envtest:", err)
 		return 1
@@ -89,64 +87,6 @@ func run(m *testing.M) int {
 		}
 	}
 	return m.Run()
-}
-
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// kubebuilderAssets links the test world's kube-apiserver, kubectl and etcd
-// into a directory for envtest; it never builds them.
-func kubebuilderAssets(root string) (string, func(), error) {
-	dirOf := func(component string) (string, error) {
-		out, err := exec.Command("bash", filepath.Join(root, "world", "build.sh"), "--dir", component).Output()
-		if err != nil {
-			return "", fmt.Errorf("world/build.sh --dir %s: %w", component, err)
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
-	k8sDir, err := dirOf("k8s")
-	if err != nil {
-		return "", nil, err
-	}
-	etcdDir, err := dirOf("etcd")
-	if err != nil {
-		return "", nil, err
-	}
-	for _, d := range []string{k8sDir, etcdDir} {
-		if _, err := os.Stat(filepath.Join(d, ".complete")); err != nil {
-			return "", nil, fmt.Errorf("the test world's binaries are not built (%s is missing): run world/build.sh k8s etcd", d)
-		}
-	}
-	tmp, err := os.MkdirTemp("", "gefyra-envtest-")
-	if err != nil {
-		return "", nil, err
-	}
-	links := map[string]string{
-		"kube-apiserver": filepath.Join(k8sDir, "kube-apiserver"),
-		"kubectl":        filepath.Join(k8sDir, "kubectl"),
-		"etcd":           filepath.Join(etcdDir, "etcd"),
-	}
-	for name, target := range links {
-		if err := os.Symlink(target, filepath.Join(tmp, name)); err != nil {
-			os.RemoveAll(tmp)
-			return "", nil, err
-		}
-	}
-	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
 // pod creates a Pod (it never runs: there is no kubelet) with
