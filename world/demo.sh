@@ -3,7 +3,10 @@
 # Docker Engine and the test world when they are not running, then the story
 # program (demo/story/cmd/story) builds and loads the demo's images, deploys
 # the workload, logs in as john@gefyra.dev through oauth2-proxy and the OIDC
-# provider and shows the bug, one narrated step at a time. At the end it
+# provider and shows the bug; then it installs the add-on and types the
+# tutorial's gefyra commands (up, run, bridge), fixes the bug in the local
+# source and gets the right answer through the bridge, and ends with gefyra
+# down, one narrated step at a time. At the end it
 # removes what it deployed, and stops the world and Docker only if it started
 # them; when it started the world it also checks that the machine is left as
 # it was (world/snapshot.sh before and after).

@@ -28,6 +28,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -482,18 +484,29 @@ type logLine struct {
 	Claim string `json:"claim"`
 }
 
+// missingClaimText is the backend's "claim missing" line in slog's text
+// format (its -log-format text, the default outside the cluster).
+var missingClaimText = regexp.MustCompile(`msg="claim missing from access token".* claim=("[^"]*"|[^ ]+)`)
+
 // MissingClaim returns the claim named by the backend's last "claim missing
-// from access token" log line, or "" if it logged none. Lines that are not
-// JSON are skipped.
+// from access token" log line, JSON or slog text, or "" if it logged none.
+// Other lines are skipped.
 func MissingClaim(logs string) string {
 	claim := ""
 	for line := range strings.Lines(logs) {
 		var l logLine
-		if json.Unmarshal([]byte(line), &l) != nil {
+		if json.Unmarshal([]byte(line), &l) == nil {
+			if l.Msg == "claim missing from access token" && l.Claim != "" {
+				claim = l.Claim
+			}
 			continue
 		}
-		if l.Msg == "claim missing from access token" && l.Claim != "" {
-			claim = l.Claim
+		if m := missingClaimText.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			if c, err := strconv.Unquote(m[1]); err == nil {
+				claim = c
+			} else if m[1] != "" && m[1][0] != '"' {
+				claim = m[1]
+			}
 		}
 	}
 	return claim

@@ -17,7 +17,9 @@ func TestMissingClaim(t *testing.T) {
 `},
 		{name: "the last one counts", want: "mail", logs: `{"msg":"claim missing from access token","claim":"Email"}` + "\n" + `{"msg":"claim missing from access token","claim":"mail"}`},
 		{name: "no such line", want: "", logs: `{"level":"INFO","msg":"Application running"}` + "\n"},
-		{name: "text logs are skipped", want: "", logs: `time=2026 level=ERROR msg="claim missing from access token" claim=Email`},
+		{name: "slog's text format", want: "Email", logs: `time=2026-01-01T00:00:01Z level=ERROR msg="claim missing from access token" claim=Email error="KeyError: 'Email'" claims="[aud email exp]"` + "\n"},
+		{name: "a quoted claim in text", want: "e mail", logs: `level=ERROR msg="claim missing from access token" claim="e mail" claims="[x]"`},
+		{name: "other text lines", want: "", logs: `level=INFO msg="Application running" claim=Email`},
 		{name: "a line without the claim", want: "", logs: `{"msg":"claim missing from access token"}`},
 		{name: "empty", want: "", logs: ""},
 	}
@@ -34,6 +36,7 @@ func FuzzMissingClaim(f *testing.F) {
 	f.Add(`{"msg":"claim missing from access token","claim":"Email"}`)
 	f.Add("{\"msg\":1}\n{}\nnot json\n")
 	f.Add(`{"msg":"claim missing from access token","claim":{"x":1}}`)
+	f.Add(`level=ERROR msg="claim missing from access token" claim="\x" claims=[]`)
 	f.Fuzz(func(t *testing.T, logs string) {
 		got := MissingClaim(logs)
 		if got != "" && !strings.Contains(logs, "claim missing from access token") {

@@ -26,8 +26,22 @@ type TrafficSource interface {
 // Traffic is what the data plane counted for one bridge.
 type Traffic struct {
 	Requests  uint64  `json:"requests"`
-	ErrorRate float64 `json:"errorRate"` // share of 5xx and upstream errors
+	ErrorRate float64 `json:"errorRate"` // share answered with a 5xx
 	Fallbacks uint64  `json:"fallbacks"`
+	// Connections are the TCP connections of the bridge's TCP ports.
+	Connections uint64 `json:"connections,omitempty"`
+}
+
+// carrierTraffic reads the counts from the carriers' metrics, through the
+// API server (cluster.BridgeTraffic).
+type carrierTraffic struct{ cl *cluster.Cluster }
+
+func (c carrierTraffic) BridgeTraffic(ctx context.Context, namespace, bridge string) (*Traffic, error) {
+	t, err := c.cl.BridgeTraffic(ctx, namespace, bridge)
+	if err != nil {
+		return nil, err
+	}
+	return &Traffic{Requests: t.Requests, ErrorRate: t.ErrorRate(), Fallbacks: t.Fallbacks, Connections: t.Connections}, nil
 }
 
 type statusOptions struct {
@@ -116,11 +130,18 @@ func (o *statusOptions) run(ctx context.Context, a *app) error {
 			errs = append(errs, err)
 		}
 	}
-	if a.env.Traffic != nil {
+	var traffic TrafficSource = a.env.Traffic
+	if traffic == nil && reachable && cl != nil {
+		traffic = carrierTraffic{cl}
+	}
+	if traffic != nil {
 		for i := range s.Bridges {
-			if t, err := a.env.Traffic.BridgeTraffic(ctx, s.Bridges[i].Namespace, s.Bridges[i].Name); err == nil {
-				s.Bridges[i].Traffic = t
+			t, err := traffic.BridgeTraffic(ctx, s.Bridges[i].Namespace, s.Bridges[i].Name)
+			if err != nil {
+				s.Problems = append(s.Problems, fmt.Sprintf("no request counts for bridge %s: %v", s.Bridges[i].Name, err))
+				continue
 			}
+			s.Bridges[i].Traffic = t
 		}
 	}
 	for _, e := range errs {
@@ -224,7 +245,10 @@ func printStatus(w io.Writer, s Status) {
 		}
 		fmt.Fprintf(w, "%s%s (namespace %s) %s → %s %s: %s", label, b.Name, b.Namespace, dash(b.Target), dash(b.Container), portsString(b.Ports), state)
 		if b.Traffic != nil {
-			fmt.Fprintf(w, ", %d requests, %.1f%% errors", b.Traffic.Requests, 100*b.Traffic.ErrorRate)
+			fmt.Fprintf(w, ", %d requests, %.1f%% errors, %d to the fallback", b.Traffic.Requests, 100*b.Traffic.ErrorRate, b.Traffic.Fallbacks)
+			if b.Traffic.Connections > 0 {
+				fmt.Fprintf(w, ", %d TCP connections", b.Traffic.Connections)
+			}
 		}
 		fmt.Fprintln(w)
 	}

@@ -1,8 +1,10 @@
 // Command story tells the tutorial's story on the test world (`make demo`
-// runs it through world/demo.sh): it builds and loads the demo's images,
-// deploys the workload, logs in as john@gefyra.dev and shows the bug, one
-// narrated step at a time, and removes what it deployed at the end. The
-// world (world/world.sh up) must be running.
+// runs it through world/demo.sh): it builds and loads the images, deploys
+// the workload, logs in as john@gefyra.dev and shows the bug, installs
+// gefyra's add-on, runs the tutorial's gefyra commands, fixes the bug
+// through the bridge and brings it back with gefyra down, one narrated step
+// at a time, and removes what it deployed at the end. The world
+// (world/world.sh up) and Docker Engine must be running.
 //
 // Exit status: 0 when every step passed, 1 when one failed, 130 when
 // interrupted.
