@@ -45,9 +45,9 @@ images: ## build every image FROM scratch into out/images/
 demo: ## the tutorial's story, end to end, on this machine
 	world/demo.sh
 
-bench: ## benchmarks: Go benchmarks, then the side-by-side harness vs nginx/haproxy, writing BENCHMARKS.md (BENCH_QUICK=1: 1 run x 2s)
+bench: ## benchmarks: Go benchmarks, then the harness (carrier vs nginx/haproxy, the tunnel, the control plane at 1,000 carriers, the full bridge path in the test world), writing BENCHMARKS.md (BENCH_QUICK=1: 1 run x 2s; BENCH_SKIP=http,h2,footprint,tunnel,controlplane,bridge; BENCH_ARGS='-merge bench/results/data.json' keeps skipped parts)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	$(GO) run ./bench -out BENCHMARKS.md -charts bench/results
+	$(GO) run ./bench -out BENCHMARKS.md -charts bench/results $(BENCH_ARGS)
 
 lint: ## gofmt, go vet, and a doc comment on every package
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -12,6 +12,18 @@
 // removes. The result is written as Markdown (BENCHMARKS.md) with PNG
 // charts of the latency percentiles.
 //
+// Two parts concern the product as a whole. The control plane's Go
+// benchmarks (bench/internal/cpbench) measure a rule change reaching 1,000
+// simulated carrier streams and the control plane's memory at 1,000
+// bridges, with pprof profiles. The full bridge path
+// (bench/internal/bridgepath) runs in the test world, the real
+// single-node Kubernetes of world/world.sh: client → Service → carrier →
+// stowaway → WireGuard → agent → a local backend, against the same
+// backend called directly, and the time from creating a GefyraBridge to
+// the first request served through it. When the world is not running it
+// is started (world/world.sh up) and stopped again at the end; the
+// cluster part holds the end-to-end tests' lock (/run/gefyra-e2e.lock).
+//
 // Every server is a child process stopped by its PID at the end; network
 // traffic stays on loopback and the benchmark's own namespaces.
 //
@@ -20,7 +32,7 @@
 //
 // Environment: BENCH_QUICK=1 (1 run × 2 s, small transfers), BENCH_RUNS,
 // BENCH_DURATION (e.g. 5s), BENCH_SKIP (comma-separated: http, h2,
-// footprint, tunnel).
+// footprint, tunnel, controlplane, bridge).
 package main
 
 import (
@@ -65,6 +77,8 @@ func main() {
 type settings struct {
 	out, chartDir string
 	render        string
+	merge         string
+	notes         string
 	quick         bool
 	runs          int
 	duration      time.Duration
@@ -72,7 +86,11 @@ type settings struct {
 	holdConns     int
 	tunnelBytes   int64
 	tunnelRuns    int
-	skip          map[string]bool
+	// changes is the rule changes per fleet of the fan-out benchmark,
+	// translations the translations per fleet, nextBridges the bridges
+	// timed on a workload that runs carrier already.
+	changes, translations, nextBridges int
+	skip                               map[string]bool
 }
 
 func settingsFrom(args []string, getenv func(string) string) (settings, error) {
@@ -81,13 +99,17 @@ func settingsFrom(args []string, getenv func(string) string) (settings, error) {
 	fs.StringVar(&s.out, "out", "BENCHMARKS.md", "Markdown report to write")
 	fs.StringVar(&s.chartDir, "charts", "bench/results", "directory for the PNG charts and the raw data (data.json)")
 	fs.StringVar(&s.render, "render", "", "measure nothing: re-render the report from this data.json")
+	fs.StringVar(&s.notes, "notes", "bench/notes.md", "hand-written analysis appended to the report as it is (skipped if the file does not exist)")
+	fs.StringVar(&s.merge, "merge", "", "take the parts skipped (BENCH_SKIP) from this data.json of an earlier run, saying so in the report")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
 	s.quick = getenv("BENCH_QUICK") == "1"
 	s.runs, s.duration, s.tunnelBytes, s.tunnelRuns = 5, 5*time.Second, 1<<30, 3
+	s.changes, s.translations, s.nextBridges = 10, 5, 5
 	if s.quick {
 		s.runs, s.duration, s.tunnelBytes, s.tunnelRuns = 1, 2*time.Second, 128<<20, 1
+		s.changes, s.translations, s.nextBridges = 3, 2, 2
 	}
 	if v := getenv("BENCH_RUNS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -106,10 +128,10 @@ func settingsFrom(args []string, getenv func(string) string) (settings, error) {
 	for _, k := range strings.Split(getenv("BENCH_SKIP"), ",") {
 		switch k = strings.TrimSpace(k); k {
 		case "":
-		case "http", "h2", "footprint", "tunnel":
+		case "http", "h2", "footprint", "tunnel", "controlplane", "bridge":
 			s.skip[k] = true
 		default:
-			return s, fmt.Errorf("BENCH_SKIP: unknown part %q (http, h2, footprint, tunnel)", k)
+			return s, fmt.Errorf("BENCH_SKIP: unknown part %q (http, h2, footprint, tunnel, controlplane, bridge)", k)
 		}
 	}
 	return s, nil
@@ -119,6 +141,9 @@ func settingsFrom(args []string, getenv func(string) string) (settings, error) {
 type target struct {
 	name, kind, ref, addr string
 	proc                  *refs.Proc // nil: direct to the backend
+	// header is sent with every request ("Name: value"); default
+	// X-Forwarded-Access-Token: jane.jwt.
+	header string
 }
 
 func run(ctx context.Context, log *slog.Logger, args []string) error {
@@ -135,11 +160,22 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		if err := json.Unmarshal(b, d); err != nil {
 			return fmt.Errorf("%s: %w", st.render, err)
 		}
+		if st.merge != "" {
+			// Every part this data lacks is taken from the merged runs.
+			st.skip = map[string]bool{"http": len(d.HTTP) == 0, "h2": d.H2 == nil, "footprint": len(d.Footprints) == 0,
+				"tunnel": len(d.Tunnels) == 0, "controlplane": d.ControlPlane == nil, "bridge": d.BridgePath == nil}
+			if err := merge(d, st); err != nil {
+				return err
+			}
+			if err := writeData(st, d); err != nil {
+				return err
+			}
+		}
 		return write(log, st, d)
 	}
 	d := &report.Data{
 		Started: time.Now(), Quick: st.quick, Runs: st.runs, Duration: st.duration,
-		Command:  command(os.Getenv),
+		Command:  command(os.Getenv, st.merge),
 		Machine:  machine(),
 		Versions: map[string]string{},
 	}
@@ -178,11 +214,40 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	} else {
 		d.NotDone = append(d.NotDone, "tunnel throughput: skipped (BENCH_SKIP)")
 	}
+	if !st.skip["controlplane"] {
+		controlPlane(ctx, log, st, d, tmp)
+	} else {
+		d.NotDone = append(d.NotDone, "control plane: skipped (BENCH_SKIP)")
+	}
+	if !st.skip["bridge"] {
+		if err := bridgePath(ctx, log, st, d, tmp); err != nil {
+			d.NotDone = append(d.NotDone, "the full bridge path: "+firstLine(err.Error()))
+			log.Error("the full bridge path", "err", err)
+		}
+	} else {
+		d.NotDone = append(d.NotDone, "the full bridge path: skipped (BENCH_SKIP)")
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 
 	d.Finished = time.Now()
+	if st.merge != "" {
+		if err := merge(d, st); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(st.chartDir, 0o755); err != nil {
+		return err
+	}
+	if err := writeData(st, d); err != nil {
+		return err
+	}
+	return write(log, st, d)
+}
+
+// writeData keeps the raw measurements in data.json beside the charts.
+func writeData(st settings, d *report.Data) error {
 	if err := os.MkdirAll(st.chartDir, 0o755); err != nil {
 		return err
 	}
@@ -190,10 +255,75 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(st.chartDir, "data.json"), raw, 0o644); err != nil {
+	return os.WriteFile(filepath.Join(st.chartDir, "data.json"), raw, 0o644)
+}
+
+// merge fills the parts this run skipped from the earlier run in
+// st.merge.
+func merge(d *report.Data, st settings) error {
+	for _, file := range strings.Split(st.merge, ",") {
+		if err := mergeFile(d, st, strings.TrimSpace(file)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeFile fills the parts st.skip names, and d still lacks, from file.
+func mergeFile(d *report.Data, st settings, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
 		return err
 	}
-	return write(log, st, d)
+	old := &report.Data{}
+	if err := json.Unmarshal(b, old); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	var taken []string
+	drop := map[string]bool{}
+	take := func(part, notDone, section string, ok bool, copyIt func()) {
+		if st.skip[part] && ok {
+			copyIt()
+			st.skip[part] = false // filled: a later file does not replace it
+			taken = append(taken, section)
+			drop[notDone+": skipped (BENCH_SKIP)"] = true
+		}
+	}
+	backend := st.skip["http"] && st.skip["h2"] && st.skip["footprint"]
+	take("http", "HTTP/TCP proxying", "HTTP/1.1 and TCP proxying", len(old.HTTP) > 0, func() { d.HTTP = old.HTTP })
+	take("h2", "", "HTTP/2", old.H2 != nil, func() { d.H2 = old.H2 })
+	take("footprint", "", "memory footprint", len(old.Footprints) > 0, func() { d.Footprints = old.Footprints })
+	take("tunnel", "tunnel throughput", "tunnel throughput", len(old.Tunnels) > 0, func() { d.Tunnels = old.Tunnels })
+	take("controlplane", "control plane", "control plane", old.ControlPlane != nil, func() { d.ControlPlane = old.ControlPlane })
+	take("bridge", "the full bridge path", "the full bridge path", old.BridgePath != nil, func() { d.BridgePath = old.BridgePath })
+	if len(taken) == 0 {
+		return nil
+	}
+	if backend && len(d.HTTP) > 0 {
+		d.Backend, d.Notes = old.Backend, old.Notes
+	}
+	for k, v := range old.Versions {
+		if _, ok := d.Versions[k]; !ok {
+			d.Versions[k] = v
+		}
+	}
+	kept := d.NotDone[:0]
+	for _, n := range d.NotDone {
+		if !drop[n] {
+			kept = append(kept, n)
+		}
+	}
+	d.NotDone = kept
+	mode := fmt.Sprintf("%d runs × %s per point", old.Runs, old.Duration)
+	if old.Quick {
+		mode = "quick mode, " + mode
+	}
+	d.Merged = append(d.Merged, fmt.Sprintf("%s: from the earlier run of %s UTC (`%s`, %s); the load average then was %s.",
+		strings.Join(taken, ", "), old.Started.UTC().Format("2006-01-02 15:04"), old.Command, mode, old.Machine["load average at start (1/5/15 min)"]))
+	for _, m := range old.Merged {
+		d.Merged = append(d.Merged, m)
+	}
+	return nil
 }
 
 // write renders the charts and the Markdown report of d.
@@ -224,17 +354,34 @@ func write(log *slog.Logger, st settings, d *report.Data) error {
 		f.Close()
 		return err
 	}
+	if st.notes != "" {
+		notes, err := os.ReadFile(st.notes)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			f.Close()
+			return err
+		default:
+			if _, err := fmt.Fprintf(f, "<!-- from %s: written by hand, kept across runs -->\n\n%s", st.notes, notes); err != nil {
+				f.Close()
+				return err
+			}
+		}
+	}
 	log.Info("report written", "file", st.out)
 	return f.Close()
 }
 
 // command is the command line that reproduces this run.
-func command(getenv func(string) string) string {
+func command(getenv func(string) string, merge string) string {
 	var env []string
 	for _, k := range []string{"BENCH_QUICK", "BENCH_RUNS", "BENCH_DURATION", "BENCH_SKIP"} {
 		if v := getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}
+	}
+	if merge != "" {
+		env = append(env, "BENCH_ARGS='-merge "+merge+"'")
 	}
 	return strings.Join(append(env, "make bench"), " ")
 }
@@ -302,13 +449,13 @@ func proxies(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 	}
 
 	targets := []target{
-		{"direct", "direct", "", addrs["backend"], nil},
-		{"nginx proxy_pass", "http", "nginx proxy_pass", addrs["nginx-http"], ng},
-		{"haproxy http", "http", "nginx proxy_pass", addrs["haproxy-http"], hp},
-		{"carrier http", "http", "nginx proxy_pass", addrs["carrier-http"], cr},
-		{"nginx stream", "tcp", "nginx stream", addrs["nginx-tcp"], ng},
-		{"haproxy tcp", "tcp", "nginx stream", addrs["haproxy-tcp"], hp},
-		{"carrier tcp", "tcp", "nginx stream", addrs["carrier-tcp"], cr},
+		{name: "direct", kind: "direct", addr: addrs["backend"]},
+		{name: "nginx proxy_pass", kind: "http", ref: "nginx proxy_pass", addr: addrs["nginx-http"], proc: ng},
+		{name: "haproxy http", kind: "http", ref: "nginx proxy_pass", addr: addrs["haproxy-http"], proc: hp},
+		{name: "carrier http", kind: "http", ref: "nginx proxy_pass", addr: addrs["carrier-http"], proc: cr},
+		{name: "nginx stream", kind: "tcp", ref: "nginx stream", addr: addrs["nginx-tcp"], proc: ng},
+		{name: "haproxy tcp", kind: "tcp", ref: "nginx stream", addr: addrs["haproxy-tcp"], proc: hp},
+		{name: "carrier tcp", kind: "tcp", ref: "nginx stream", addr: addrs["carrier-tcp"], proc: cr},
 	}
 	// Every target must answer 200 "ok" before it is measured.
 	for _, t := range targets {
@@ -369,8 +516,12 @@ func proxies(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 // wrk runs one wrk measurement against t.
 func wrk(ctx context.Context, t target, backend *refs.Proc, conns int, dur time.Duration) (report.Sample, error) {
 	threads := min(conns, 2)
+	header := t.header
+	if header == "" {
+		header = "X-Forwarded-Access-Token: jane.jwt"
+	}
 	args := []string{"-t", fmt.Sprint(threads), "-c", fmt.Sprint(conns), "-d", fmt.Sprintf("%ds", int(dur.Seconds())),
-		"--latency", "-H", "X-Forwarded-Access-Token: jane.jwt", "http://" + t.addr + "/"}
+		"--latency", "-H", header, "http://" + t.addr + "/"}
 	var pb, bb time.Duration
 	var err error
 	if t.proc != nil {

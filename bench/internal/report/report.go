@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -117,10 +118,14 @@ type Data struct {
 	H2                *H2
 	Footprints        []Footprint
 	Tunnels           []Tunnel
+	BridgePath        *BridgePath
+	ControlPlane      *ControlPlane
 	Charts            []string
 	// NotDone lists what was skipped or failed, with the reason.
 	NotDone []string
-	Notes   []string
+	// Merged says which sections come from earlier runs (bench -merge).
+	Merged []string
+	Notes  []string
 }
 
 func (d *Data) find(target string, conns int) *Series {
@@ -154,6 +159,13 @@ func Write(w io.Writer, d *Data) error {
 		p("**Quick mode** (`BENCH_QUICK=1`): %d run × %s per point — for iterating on the harness, not for conclusions.\n\n", d.Runs, d.Duration)
 	} else {
 		p("%d runs × %s per point; every number is the median of the runs. Targets are measured round-robin within each run, so slow drift of the machine hits all alike; ratios are to nginx in the same run.\n\n", d.Runs, d.Duration)
+	}
+	if len(d.Merged) > 0 {
+		p("Sections taken from earlier runs (`-merge`):\n\n")
+		for _, m := range d.Merged {
+			p("- %s\n", m)
+		}
+		p("\n")
 	}
 	if len(d.NotDone) > 0 {
 		p("## Not done\n\n")
@@ -202,9 +214,17 @@ func Write(w io.Writer, d *Data) error {
 		}
 		p("| %s, %s, ≥ %s MB/s (the reference in DESIGN §5) | %.0f MB/s | %s |\n", t.Name, t.Direction(), t.Reference, m, met)
 	}
+	for _, r := range budgetRows(d) {
+		p("%s\n", r)
+	}
 	p("\n")
+	writeBridgePath(p, d)
+	writeControlPlane(p, d)
 
 	for _, kind := range []string{"http", "tcp"} {
+		if !slices.ContainsFunc(d.HTTP, func(s Series) bool { return s.Kind == kind }) {
+			continue
+		}
 		title := map[string]string{"http": "HTTP/1.1 proxying (wrk, keep-alive)", "tcp": "TCP proxying (wrk's HTTP/1.1 through an L4 proxy, keep-alive)"}[kind]
 		p("## %s\n\n", title)
 		p("| target | conns | req/s | ×nginx | p50 µs | p99 µs | proxy CPU-s | req per proxy-CPU-s | ×nginx | errors |\n")
