@@ -45,6 +45,16 @@ images: ## build every image FROM scratch into out/images/
 demo: ## the tutorial's story, end to end, on this machine
 	world/demo.sh
 
+sandbox: ## the tutorial's whole environment on this machine, left running for you to type its commands (gefyra sandbox up; as root)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
+	$(BIN)/gefyra sandbox up --root $(CURDIR)
+
+sandbox-down: ## remove the sandbox and every trace of it (gefyra sandbox down)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
+	$(BIN)/gefyra sandbox down
+
 bench: ## benchmarks: Go benchmarks, then the harness (carrier vs nginx/haproxy, the tunnel, the control plane at 1,000 carriers, the full bridge path in the test world), writing BENCHMARKS.md (BENCH_QUICK=1: 1 run x 2s; BENCH_SKIP=http,h2,footprint,tunnel,controlplane,bridge; BENCH_ARGS='-merge bench/results/data.json' keeps skipped parts)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./bench -out BENCHMARKS.md -charts bench/results $(BENCH_ARGS)
@@ -57,4 +67,4 @@ lint: ## gofmt, go vet, and a doc comment on every package
 clean: ## remove build output (not the cache of slow builds)
 	rm -rf $(BIN) $(OUT)
 
-.PHONY: help build test unit e2e cluster-up cluster-down images demo bench lint clean
+.PHONY: help build test unit e2e cluster-up cluster-down images demo sandbox sandbox-down bench lint clean

@@ -177,6 +177,7 @@ WireGuard tunnel to your local container, where you debug and change it live.
 		newDownCmd(a),
 		newVersionCmd(a),
 		newAgentCmd(a),
+		newSandboxCmd(a),
 	)
 	for _, c := range root.Commands() {
 		if c.Args == nil {
