@@ -1,7 +1,8 @@
 // Command stowaway is gefyra's in-cluster relay: one userspace WireGuard
-// endpoint (UDP) for every developer's agent, and a TCP relay on which
-// carriers open one connection per bridged connection. See
-// stowaway/internal/server.
+// endpoint (UDP) for every developer's agent, a TCP relay on which
+// carriers open one connection per bridged connection, and (with
+// --egress-networks) the way out into the cluster for the developers' own
+// TCP and UDP. See stowaway/internal/server.
 //
 // Every flag can also be set by an environment variable: --relay-port is
 // GEFYRA_STOWAWAY_RELAY_PORT, and so on.
@@ -30,6 +31,7 @@ import (
 	"gefyra.dev/gefyra/internal/wgnet"
 	"gefyra.dev/gefyra/internal/xdsclient"
 	"gefyra.dev/gefyra/stowaway/internal/config"
+	"gefyra.dev/gefyra/stowaway/internal/egress"
 	"gefyra.dev/gefyra/stowaway/internal/relay"
 	"gefyra.dev/gefyra/stowaway/internal/server"
 )
@@ -52,6 +54,10 @@ func run() error {
 		keyFile     = fs.String("private-key-file", "", "file holding the WireGuard private key (base64, as wg genkey writes it); empty generates a key at start")
 		pubFile     = fs.String("public-key-file", "", "if set, write the WireGuard public key here at start")
 		dialTimeout = fs.Duration("dial-timeout", relay.DefaultDialTimeout, "how long to wait for a developer's side to answer before refusing as peer down")
+		egressNets  = fs.String("egress-networks", "", "comma-separated networks (the cluster's Service and Pod CIDRs) to which stowaway carries its peers' TCP and UDP; empty turns the egress off")
+		clusterDNS  = fs.String("cluster-dns", "", "the cluster DNS server's IP, announced to peers (default: the first nameserver of --resolv-conf)")
+		clusterDom  = fs.String("cluster-domain", "", "the cluster's DNS domain, announced to peers (default: from the search list of --resolv-conf, else cluster.local)")
+		resolvConf  = fs.String("resolv-conf", "/etc/resolv.conf", "the Pod's resolv.conf, read for the cluster DNS and domain")
 		configFile  = fs.String("config", "", "JSON file with peers, bridges and credential keys, re-read on SIGHUP (instead of xDS)")
 		xdsServer   = fs.String("xds-server", "", "control plane's ADS address (host:port); config then arrives over xDS")
 		xdsNodeID   = fs.String("xds-node-id", "gefyra/stowaway", "node ID this stowaway presents to the control plane")
@@ -88,6 +94,11 @@ func run() error {
 		}
 	}
 
+	eg, err := egressInfo(*egressNets, *clusterDNS, *clusterDom, *resolvConf, log)
+	if err != nil {
+		return err
+	}
+
 	reg := admin.NewRegistry()
 	srv, err := server.New(server.Options{
 		PrivateKey:    key,
@@ -95,6 +106,7 @@ func run() error {
 		TunnelAddress: addr,
 		MTU:           *mtu,
 		RelayAddr:     net.JoinHostPort("", strconv.Itoa(*relayPort)),
+		Egress:        eg,
 		Log:           log,
 		Registry:      reg,
 	})
@@ -104,6 +116,9 @@ func run() error {
 	srv.Relay.DialTimeout = *dialTimeout
 	log.Info("stowaway starting", "version", version.Version, "public_key", key.PublicKey().String(),
 		"wireguard_port", srv.Net.ListenPort(), "tunnel_address", addr.String(), "mtu", srv.Net.MTU())
+	if eg != nil {
+		log.Info("egress on", "networks", fmt.Sprint(eg.Networks), "cluster_dns", eg.DNS.String(), "cluster_domain", eg.ClusterDomain)
+	}
 
 	adm := &admin.Server{Addr: net.JoinHostPort("", strconv.Itoa(*adminPort)), Registry: reg, Log: log}
 	load := func() error {
@@ -178,6 +193,59 @@ func run() error {
 		err = nil
 	}
 	return err
+}
+
+// egressInfo is the egress stowaway serves: the networks given, the
+// cluster DNS and domain given or read from the Pod's resolv.conf (a Pod
+// with dnsPolicy ClusterFirst has the cluster DNS there). A DNS server
+// outside the networks is added to them as a host route, or peers could
+// not ask it. nil if no networks are given.
+func egressInfo(networks, dns, domain, resolvConf string, log *slog.Logger) (*wgnet.EgressInfo, error) {
+	if strings.TrimSpace(networks) == "" {
+		return nil, nil
+	}
+	var info wgnet.EgressInfo
+	for _, s := range strings.Split(networks, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--egress-networks: %w", err)
+		}
+		info.Networks = append(info.Networks, p.Masked())
+	}
+	var rcDNS netip.Addr
+	var rcDomain string
+	if dns == "" || domain == "" {
+		if b, err := os.ReadFile(resolvConf); err == nil {
+			rcDNS, rcDomain = egress.FromResolvConf(b)
+		} else {
+			log.Warn("cannot read the Pod's resolv.conf for the cluster DNS", "err", err)
+		}
+	}
+	switch {
+	case dns != "":
+		a, err := netip.ParseAddr(dns)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-dns: %w", err)
+		}
+		info.DNS = a.Unmap()
+	case rcDNS.IsValid():
+		info.DNS = rcDNS
+	}
+	switch {
+	case domain != "":
+		info.ClusterDomain = strings.TrimSuffix(domain, ".")
+	case rcDomain != "":
+		info.ClusterDomain = rcDomain
+	default:
+		info.ClusterDomain = "cluster.local"
+	}
+	if info.DNS.IsValid() && !info.Contains(info.DNS) {
+		info.Networks = append(info.Networks, netip.PrefixFrom(info.DNS, info.DNS.BitLen()))
+	}
+	if err := info.Validate(); err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	return &info, nil
 }
 
 // privateKey reads the key file, or generates a key if there is none.

@@ -28,6 +28,7 @@ import (
 type netStack interface {
 	tunDevice() tun.Device
 	dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error)
+	dialUDP(ap netip.AddrPort) (net.Conn, error)
 	listenTCP(ap netip.AddrPort) (net.Listener, error)
 }
 
@@ -50,6 +51,14 @@ func (s *stockStack) tunDevice() tun.Device { return s.dev }
 
 func (s *stockStack) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 	c, err := s.tnet.DialContextTCPAddrPort(ctx, ap)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *stockStack) dialUDP(ap netip.AddrPort) (net.Conn, error) {
+	c, err := s.tnet.DialUDPAddrPort(netip.AddrPort{}, ap)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +104,7 @@ type fastStack struct {
 	stack *stack.Stack
 	ep    *linkEndpoint
 	dev   *fastTUN
-	fastStackHandler
+	handlers
 }
 
 // linkEndpoint is a channel endpoint that remembers its dispatcher so
@@ -122,13 +131,17 @@ func (e *linkEndpoint) networkDispatcher() stack.NetworkDispatcher {
 
 func (*linkEndpoint) GSOMaxSize() uint32 { return gsoMaxSize }
 
-func newFastStack(addr netip.Addr, mtu int) (*fastStack, error) {
+// newGStack returns a gVisor stack with the protocols and TCP tuning both
+// of this package's stacks use. A promiscuous stack must not handle local
+// traffic itself: it would take every source address for one of its own
+// and drop the packet as a martian.
+func newGStack(promiscuous bool) (*stack.Stack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
+		HandleLocal:        !promiscuous,
 	})
-	fail := func(what string, err tcpip.Error) (*fastStack, error) {
+	fail := func(what string, err tcpip.Error) (*stack.Stack, error) {
 		s.Close()
 		return nil, fmt.Errorf("%s: %v", what, err)
 	}
@@ -148,28 +161,63 @@ func newFastStack(addr netip.Addr, mtu int) (*fastStack, error) {
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate); err != nil {
 		return fail("enable TCP receive buffer auto-tuning", err)
 	}
+	return s, nil
+}
 
+// addNIC attaches ep as NIC 1 of s. With addr valid, the NIC has that
+// address and routes every destination of its family. With promiscuous,
+// the NIC takes packets for every address, answers from them (spoofing),
+// and routes both families: the stack then terminates whatever reaches it,
+// and the handlers see the address each flow was meant for.
+func addNIC(s *stack.Stack, ep stack.LinkEndpoint, addr netip.Addr, promiscuous bool) error {
+	if err := s.CreateNIC(1, ep); err != nil {
+		return fmt.Errorf("create NIC: %v", err)
+	}
+	if addr.IsValid() {
+		proto, empty := tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber), header.IPv4EmptySubnet
+		if addr.Is6() {
+			proto, empty = ipv6.ProtocolNumber, header.IPv6EmptySubnet
+		}
+		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix()}
+		if err := s.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
+			return fmt.Errorf("add address: %v", err)
+		}
+		s.AddRoute(tcpip.Route{Destination: empty, NIC: 1})
+	}
+	if !promiscuous {
+		return nil
+	}
+	if err := s.SetPromiscuousMode(1, true); err != nil {
+		return fmt.Errorf("promiscuous mode: %v", err)
+	}
+	if err := s.SetSpoofing(1, true); err != nil {
+		return fmt.Errorf("spoofing: %v", err)
+	}
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: 1},
+		{Destination: header.IPv6EmptySubnet, NIC: 1},
+	})
+	return nil
+}
+
+func newFastStack(addr netip.Addr, mtu int, forwarding bool) (*fastStack, error) {
+	s, err := newGStack(forwarding)
+	if err != nil {
+		return nil, err
+	}
 	ep := &linkEndpoint{Endpoint: channel.New(outQueueLen, uint32(mtu), "")}
 	ep.LinkEPCapabilities = stack.CapabilityRXChecksumOffload
 	ep.SupportedGSOKind = stack.GVisorGSOSupported
-	if err := s.CreateNIC(1, ep); err != nil {
-		return fail("create NIC", err)
+	fs := &fastStack{stack: s, ep: ep}
+	fs.handlers.install(s)
+	if err := addNIC(s, ep, addr, forwarding); err != nil {
+		s.Close()
+		return nil, err
 	}
-	proto, empty := tcpip.NetworkProtocolNumber(ipv4.ProtocolNumber), header.IPv4EmptySubnet
-	if addr.Is6() {
-		proto, empty = ipv6.ProtocolNumber, header.IPv6EmptySubnet
-	}
-	pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix()}
-	if err := s.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
-		return fail("add address", err)
-	}
-	s.AddRoute(tcpip.Route{Destination: empty, NIC: 1})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	dev := &fastTUN{ep: ep, stack: s, mtu: mtu, events: make(chan tun.Event, 1), ctx: ctx, cancel: cancel}
-	dev.events <- tun.EventUp
-	fs := &fastStack{stack: s, ep: ep, dev: dev}
-	fs.installForwarder()
+	fs.dev = &fastTUN{ep: ep, stack: s, mtu: mtu, events: make(chan tun.Event, 1), ctx: ctx, cancel: cancel}
+	fs.dev.events <- tun.EventUp
 	return fs, nil
 }
 
@@ -186,6 +234,15 @@ func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber
 func (s *fastStack) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 	fa, pn := fullAddr(ap)
 	c, err := gonet.DialContextTCP(ctx, s.stack, fa, pn)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *fastStack) dialUDP(ap netip.AddrPort) (net.Conn, error) {
+	fa, pn := fullAddr(ap)
+	c, err := gonet.DialUDP(s.stack, nil, &fa, pn)
 	if err != nil {
 		return nil, err
 	}

@@ -4,11 +4,18 @@
 // process. Both ends of a gefyra tunnel use it: stowaway in the cluster and
 // the agent on the developer's machine.
 //
-// Connections are made with DialContext and Listen (or HandleTCP, which
-// decides about each incoming connection before its handshake completes),
-// TCP inside the tunnel only; nothing here touches the host's routing.
-// Peers can be added and removed at runtime with SetPeers without
-// disturbing the others.
+// Connections are made with DialContext, DialUDP and Listen (or HandleTCP,
+// which decides about each incoming connection before its handshake
+// completes, and HandleUDP for new UDP flows), inside the tunnel only;
+// nothing here touches the host's routing. Peers can be added and removed
+// at runtime with SetPeers without disturbing the others.
+//
+// A forwarding endpoint (Config.Forwarding) also terminates TCP connections
+// and UDP flows its peers address to other hosts, and hands them to its
+// handlers with the address they were meant for: that is how stowaway
+// carries a developer's traffic on into the cluster (its egress). Host
+// does the same for a kernel TUN device on the developer's side, and
+// EgressInfo is what stowaway announces about it.
 //
 // The stack sits behind a TUN device of this package's own that moves
 // packets between gVisor and WireGuard in batches, with gVisor's GSO on the
@@ -59,6 +66,12 @@ type Config struct {
 	Peers []Peer
 	// Log receives WireGuard's messages (debug and warnings); nil discards.
 	Log *slog.Logger
+	// Forwarding makes the stack take TCP connections and UDP datagrams
+	// for any address, not only its own, and answer from that address:
+	// HandleTCP and HandleUDP then see every flow a peer sends into the
+	// tunnel, with the address it was meant for (e.g. a cluster Service).
+	// Which peers may reach which addresses is up to the handlers.
+	Forwarding bool
 
 	// bind replaces the UDP socket layer (tests wrap it to observe packets).
 	bind conn.Bind
@@ -142,9 +155,12 @@ func New(cfg Config) (*Net, error) {
 	var st netStack
 	var err error
 	if cfg.stockTUN {
+		if cfg.Forwarding {
+			return nil, errors.New("wgnet: forwarding needs the batched stack")
+		}
 		st, err = newStockStack(addr, mtu)
 	} else {
-		st, err = newFastStack(addr, mtu)
+		st, err = newFastStack(addr, mtu, cfg.Forwarding)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("wgnet: %w", err)
@@ -297,6 +313,18 @@ func (n *Net) DialContext(ctx context.Context, network, address string) (net.Con
 	return n.stack.dialTCP(ctx, ap)
 }
 
+// DialUDP opens a UDP flow to address (an IP literal and port) inside the
+// tunnel, from this endpoint's address and a free port. network is "udp",
+// "udp4" or "udp6". Each Write is one datagram; Read returns the datagrams
+// address answers with.
+func (n *Net) DialUDP(network, address string) (net.Conn, error) {
+	ap, err := parseUDPAddrPort(network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	return n.stack.dialUDP(ap)
+}
+
 // Listen listens for TCP connections inside the tunnel. address is
 // "ip:port" or ":port" (this endpoint's tunnel address); network is "tcp",
 // "tcp4" or "tcp6".
@@ -343,12 +371,30 @@ func (n *Net) readListenPort() (int, error) {
 	return port, nil
 }
 
+func parseUDPAddrPort(network, address string) (netip.AddrPort, error) {
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return netip.AddrPort{}, net.UnknownNetworkError(network)
+	}
+	ap, err := parseHostPort(network, address, false)
+	if err == nil && ap.Port() == 0 {
+		err = errors.New("port 0")
+	}
+	return ap, err
+}
+
 func parseAddrPort(network, address string, allowEmptyHost bool) (netip.AddrPort, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
 		return netip.AddrPort{}, net.UnknownNetworkError(network)
 	}
+	return parseHostPort(network, address, allowEmptyHost)
+}
+
+// parseHostPort reads "ip:port" for network ("tcp", "udp6" etc.).
+func parseHostPort(network, address string, allowEmptyHost bool) (netip.AddrPort, error) {
 	host, sport, err := net.SplitHostPort(address)
 	if err != nil {
 		return netip.AddrPort{}, err
@@ -365,7 +411,7 @@ func parseAddrPort(network, address string, allowEmptyHost bool) (netip.AddrPort
 		return netip.AddrPort{}, fmt.Errorf("host %q is not an IP address (there are no names inside the tunnel)", host)
 	}
 	ip = ip.Unmap()
-	if (network == "tcp4" && !ip.Is4()) || (network == "tcp6" && !ip.Is6()) {
+	if (strings.HasSuffix(network, "4") && !ip.Is4()) || (strings.HasSuffix(network, "6") && !ip.Is6()) {
 		return netip.AddrPort{}, fmt.Errorf("address %s does not match network %s", ip, network)
 	}
 	return netip.AddrPortFrom(ip, uint16(port)), nil

@@ -8,6 +8,10 @@
 // mappings open and makes stowaway learn a new source address after the
 // network changes, and stowaway's host name is resolved again now and then
 // so a moved endpoint is followed.
+//
+// With an egress device configured the agent also carries the local
+// containers' own traffic for the cluster's Services and Pods into the
+// cluster (see egress.go).
 package agent
 
 import (
@@ -20,10 +24,12 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"gefyra.dev/gefyra/cli/internal/agent/route"
 	"gefyra.dev/gefyra/internal/pipe"
 	"gefyra.dev/gefyra/internal/wgnet"
 )
@@ -76,6 +82,13 @@ type Config struct {
 	// Targets maps a tunnel port to the local "host:port" its connections
 	// are handed to.
 	Targets map[uint16]string `json:"targets"`
+	// EgressDevice, if set, is the name of the TUN device the agent makes
+	// to carry traffic for the cluster's networks (as stowaway announces
+	// them) through the tunnel. It needs CAP_NET_ADMIN and /dev/net/tun:
+	// the agent container has them; an agent running on the developer's
+	// machine itself leaves it empty, so the machine's routes stay as
+	// they are.
+	EgressDevice string `json:"egressDevice,omitempty"`
 }
 
 // Stowaway is the agent's only WireGuard peer.
@@ -123,6 +136,9 @@ func (c *Config) Validate() error {
 	if _, _, err := splitEndpoint(c.Stowaway.Endpoint); err != nil {
 		return err
 	}
+	if d := c.EgressDevice; d != "" && (len(d) > 15 || strings.ContainsAny(d, "/ \t\n\x00:") || d == "." || d == "..") {
+		return fmt.Errorf("agent: egress device %q is not a network device name (at most 15 characters, no '/', ':' or spaces)", d)
+	}
 	return validateTargets(c.Targets)
 }
 
@@ -165,16 +181,21 @@ type Agent struct {
 	dialer net.Dialer
 
 	lastProbe atomic.Pointer[probeResult]
+	egress    atomic.Pointer[egress]
 
 	active, total, failed atomic.Int64
 
 	mu       sync.Mutex // guards the fields below
 	net      *wgnet.Net
 	endpoint netip.AddrPort // stowaway's resolved endpoint
-	targets  map[uint16]string
-	conns    map[net.Conn]struct{}
-	closing  bool
-	wg       sync.WaitGroup // connection handlers; Add only while !closing
+	// egressNets are routed to stowaway besides its AllowedIPs: the
+	// cluster's networks, once the egress is set up.
+	egressNets []netip.Prefix
+	targets    map[uint16]string
+	conns      map[net.Conn]struct{}
+	closing    bool
+	wg         sync.WaitGroup // connection handlers; Add only while !closing
+	bg         sync.WaitGroup // the egress's loop
 }
 
 // New returns an agent for cfg; Run starts it.
@@ -240,6 +261,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent tunnel up", "public_key", a.cfg.PrivateKey.PublicKey().String(), "address", a.cfg.Address.String(),
 		"stowaway", ep.String(), "listen_port", n.ListenPort(), "mtu", n.MTU())
+	if a.cfg.EgressDevice != "" {
+		eg := &egress{a: a, net: n, status: EgressStatus{State: EgressWaiting}}
+		a.egress.Store(eg)
+		ectx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		a.bg.Go(func() { eg.run(ectx) })
+	}
 
 	resolve := time.NewTicker(time.Duration(a.cfg.ResolveInterval))
 	defer resolve.Stop()
@@ -305,6 +333,7 @@ func (a *Agent) shutdown() {
 	n := a.net
 	a.mu.Unlock()
 	a.wg.Wait()
+	a.bg.Wait() // its ctx is done: it removes the egress device
 	if n != nil {
 		n.HandleTCP(nil)
 		n.Close()
@@ -318,7 +347,7 @@ func (a *Agent) stowawayPeer(ep netip.AddrPort) wgnet.Peer {
 	}
 	return wgnet.Peer{
 		PublicKey:           a.cfg.Stowaway.PublicKey,
-		AllowedIPs:          a.cfg.Stowaway.AllowedIPs,
+		AllowedIPs:          append(slices.Clone(a.cfg.Stowaway.AllowedIPs), a.egressNets...),
 		Endpoint:            ep,
 		PersistentKeepalive: ka,
 	}
@@ -366,6 +395,12 @@ func (a *Agent) refreshEndpoint(ctx context.Context) {
 	if ep == a.endpoint || a.net == nil {
 		return
 	}
+	// The tunnel's own packets to stowaway must not be routed into it.
+	if slices.ContainsFunc(a.egressNets, func(p netip.Prefix) bool { return p.Contains(ep.Addr()) }) {
+		if err := route.Pin(ep.Addr()); err != nil {
+			a.log.Warn("agent: cannot keep stowaway's new endpoint out of the cluster's routes", "err", err)
+		}
+	}
 	if err := a.net.SetPeers([]wgnet.Peer{a.stowawayPeer(ep)}); err != nil {
 		a.log.Warn("agent: cannot update stowaway's endpoint", "err", err)
 		return
@@ -388,6 +423,41 @@ func (a *Agent) SetTargets(t map[uint16]string) error {
 	defer a.mu.Unlock()
 	a.targets = maps.Clone(t)
 	return nil
+}
+
+// begin registers a connection handler unless the agent is closing.
+func (a *Agent) begin() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closing {
+		return false
+	}
+	a.wg.Add(1)
+	return true
+}
+
+// setEgressNets routes nets to stowaway inside the tunnel, besides its
+// AllowedIPs.
+func (a *Agent) setEgressNets(nets []netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if slices.Equal(a.egressNets, nets) || a.net == nil {
+		return nil
+	}
+	prev := a.egressNets
+	a.egressNets = slices.Clone(nets)
+	if err := a.net.SetPeers([]wgnet.Peer{a.stowawayPeer(a.endpoint)}); err != nil {
+		a.egressNets = prev
+		return fmt.Errorf("agent: route the cluster's networks to stowaway: %w", err)
+	}
+	return nil
+}
+
+// stowawayEndpoint is stowaway's resolved UDP endpoint.
+func (a *Agent) stowawayEndpoint() netip.AddrPort {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.endpoint
 }
 
 // handleTCP decides about a connection stowaway opens through the tunnel:
@@ -483,6 +553,8 @@ type Status struct {
 	// ProbeOK whether it answered.
 	LastProbe time.Time `json:"lastProbe,omitzero"`
 	ProbeOK   bool      `json:"probeOK"`
+	// Egress is the way into the cluster for the local containers.
+	Egress EgressStatus `json:"egress"`
 }
 
 // Status reports the tunnel's state.
@@ -499,6 +571,12 @@ func (a *Agent) Status() Status {
 		ActiveConnections:   a.active.Load(),
 		TotalConnections:    a.total.Load(),
 		FailedConnections:   a.failed.Load(),
+		Egress:              EgressStatus{State: EgressOff},
+	}
+	if eg := a.egress.Load(); eg != nil {
+		s.Egress = eg.snapshot()
+	} else if a.cfg.EgressDevice != "" {
+		s.Egress.State = EgressWaiting
 	}
 	if n == nil {
 		return s

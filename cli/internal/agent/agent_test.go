@@ -79,6 +79,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "target without port", mod: func(c *Config) { c.Targets = map[uint16]string{80: "127.0.0.1"} }, wantErr: "target"},
 		{name: "target without host", mod: func(c *Config) { c.Targets = map[uint16]string{80: ":80"} }, wantErr: "no host"},
 		{name: "target bad port", mod: func(c *Config) { c.Targets = map[uint16]string{80: "127.0.0.1:http"} }, wantErr: "bad port"},
+		{name: "egress device", mod: func(c *Config) { c.EgressDevice = "gefyra0" }},
+		{name: "egress device too long", mod: func(c *Config) { c.EgressDevice = "a-very-long-device" }, wantErr: "egress device"},
+		{name: "egress device with a slash", mod: func(c *Config) { c.EgressDevice = "a/b" }, wantErr: "egress device"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +113,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"privateKey":"` + strings.Repeat("A", 43) + `=","address":"10.122.0.2","stowaway":{"endpoint":"127.0.0.1:51820","publicKey":"` + strings.Repeat("B", 43) + `="},"keepalive":"25s","targets":{"8155":"127.0.0.1:8155"}}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"targets":{"70000":"x"}}`))
+	f.Add([]byte(`{"privateKey":"` + strings.Repeat("A", 43) + `=","address":"10.122.0.2","stowaway":{"endpoint":"h:1","publicKey":"` + strings.Repeat("B", 43) + `="},"egressDevice":"gefyra0"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseConfig(b)
 		if err != nil {

@@ -18,9 +18,13 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"gefyra.dev/gefyra/cli/internal/agent"
+	"gefyra.dev/gefyra/cli/internal/agent/netns"
 	"gefyra.dev/gefyra/cli/internal/cluster"
 	"gefyra.dev/gefyra/cli/internal/local"
+	"gefyra.dev/gefyra/cli/internal/localagent"
 	"gefyra.dev/gefyra/cli/internal/shellwords"
+	"gefyra.dev/gefyra/internal/logging"
 )
 
 type runOptions struct {
@@ -57,6 +61,14 @@ the local agent reaches it by name, and prints its IP address (e.g. for a
 debugger). -c is split into arguments the way a shell quotes them, but no
 shell runs it (images FROM scratch have none): use -c "sh -c '...'" for
 pipes, && and variables. -p binds to 127.0.0.1 unless an address is given.
+
+Once gefyra is up, the container reaches the cluster's Services and Pods
+through the tunnel, by address and by name as a Pod of the namespace (-n)
+would: svc, svc.ns and svc.ns.svc.cluster.local. It needs no privileges
+for that: it lives in the network namespace of a small companion container
+(NAME-netns) that routes the cluster's networks to the agent and resolves
+with the cluster DNS; both go together. With --rm the container shares the
+companion's PID namespace too, and the companion ends with it.
 
 A few docker run options may follow -- : ` + supportedDockerArgs + `.`,
 		Example: `  gefyra run -i quay.io/gefyra/oauth2-demo -N myfastapi-demo -n oauth2-demo \
@@ -470,7 +482,7 @@ func (o *runOptions) run(ctx context.Context, a *app) error {
 	if err != nil {
 		return err
 	}
-	c, err := eng.Run(ctx, o.spec)
+	c, err := o.start(ctx, a, eng)
 	if err != nil {
 		if created {
 			eng.RemoveNetwork(context.WithoutCancel(ctx))
@@ -482,6 +494,122 @@ func (o *runOptions) run(ctx context.Context, a *app) error {
 		return printResult(a.env.Stdout, o.output, runResult{Container: c, Command: o.argv})
 	}
 	return nil
+}
+
+// start starts the container: in a network namespace that reaches the
+// cluster through the tunnel if the local agent offers that, else plainly
+// on the gefyra network.
+func (o *runOptions) start(ctx context.Context, a *app, eng *local.Engine) (local.Container, error) {
+	ag, eg, why := o.egress(ctx, a, eng)
+	if ag == nil {
+		if why != "" {
+			a.ui.Warn("%s does not reach the cluster's Services by name: %s", o.spec.Name, why)
+		}
+		return eng.Run(ctx, o.spec)
+	}
+	c, err := ag.RunInNetns(ctx, o.spec, eg)
+	if err != nil {
+		return local.Container{}, err
+	}
+	a.ui.Info("%s reaches the cluster's Services by name through the tunnel (DNS %s, search %s)", c.Name, eg.DNS,
+		strings.Join(eg.Info().SearchDomains(o.spec.Namespace), " "))
+	return c, nil
+}
+
+// egress asks the local agent for its way into the cluster; why says why
+// there is none, if that is worth a warning (not without `gefyra up`).
+//
+// The networks and the DNS come from stowaway, which is configured with
+// the cluster's Service and Pod networks (its --egress-networks) and
+// reads the cluster DNS from its Pod's resolv.conf; the agent asks it
+// through the tunnel. So the CLI needs no rights to read Nodes,
+// ServiceCIDRs or kube-system, and routes exactly what stowaway carries.
+func (o *runOptions) egress(ctx context.Context, a *app, eng *local.Engine) (*localagent.Agent, agent.EgressStatus, string) {
+	cl, err := a.loadCluster()
+	if err != nil {
+		return nil, agent.EgressStatus{}, ""
+	}
+	dir, err := a.stateDir(cl)
+	if err != nil {
+		return nil, agent.EgressStatus{}, err.Error()
+	}
+	ag, err := a.agent(eng, dir, cl.Context)
+	if err != nil {
+		return nil, agent.EgressStatus{}, err.Error()
+	}
+	if c, ok, err := ag.Container(ctx); err != nil {
+		return nil, agent.EgressStatus{}, err.Error()
+	} else if !ok || !c.Running() {
+		return nil, agent.EgressStatus{}, ""
+	}
+	eg, err := ag.Egress(ctx, localagent.DefaultEgressWait)
+	if err != nil {
+		return nil, agent.EgressStatus{}, err.Error()
+	}
+	switch eg.State {
+	case agent.EgressReady:
+		if len(localagent.Networks(eg)) == 0 {
+			return nil, eg, "the cluster announces no IPv4 networks, and Docker's networks are IPv4"
+		}
+		return ag, eg, ""
+	case agent.EgressOff, "": // "": an agent of an older gefyra
+		return nil, eg, "the local agent runs without it (run `gefyra up` again to update it)"
+	case agent.EgressWaiting:
+		return nil, eg, "the local agent is still asking stowaway for it: " + eg.Error
+	default:
+		return nil, eg, eg.Error
+	}
+}
+
+type netnsOptions struct {
+	netns.Options
+	networks            []string
+	logLevel, logFormat string
+}
+
+// newAgentNetnsCmd is the hidden `gefyra agent netns`: the process of the
+// container that holds a local container's network namespace (see
+// cli/internal/agent/netns and cli/internal/localagent).
+func newAgentNetnsCmd(a *app) *cobra.Command {
+	o := netnsOptions{}
+	cmd := &cobra.Command{
+		Use:   "netns --agent NAME --network CIDR...",
+		Short: "Route the cluster's networks to the agent (inside a local container's network namespace holder)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Agent == "" {
+				return usagef("--agent is required")
+			}
+			if len(o.networks) == 0 {
+				return usagef("--network is required")
+			}
+			for _, n := range o.networks {
+				p, err := netip.ParsePrefix(n)
+				if err != nil {
+					return usagef("--network %q: %v", n, err)
+				}
+				o.Networks = append(o.Networks, p.Masked())
+			}
+			return a.exec(cmd.Context(), &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Agent, "agent", "", "the agent container's name on the Docker network (or its address)")
+	f.StringArrayVar(&o.networks, "network", nil, "a network to route to the agent (repeatable)")
+	f.BoolVar(&o.ExitWhenAlone, "exit-when-alone", false, "end once the processes of the containers sharing this PID namespace are gone")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "", "json or text (default: text on a terminal, else json)")
+	return cmd
+}
+
+func (o *netnsOptions) run(ctx context.Context, a *app) error {
+	log, err := logging.New(logging.Options{Level: o.logLevel, Format: o.logFormat, Out: a.env.Stderr})
+	if err != nil {
+		return usageError{err}
+	}
+	opts := o.Options
+	opts.Log = log
+	return netns.Run(ctx, opts)
 }
 
 // mergeEnv returns base with over applied: a variable set in both keeps

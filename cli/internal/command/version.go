@@ -89,7 +89,7 @@ func newAgentCmd(a *app) *cobra.Command {
 		Args: noArgs,
 	}
 	status.Flags().StringVar(&so.addr, "addr", "127.0.0.1:8099", "the agent's status endpoint")
-	cmd.AddCommand(status)
+	cmd.AddCommand(status, newAgentNetnsCmd(a))
 	return cmd
 }
 

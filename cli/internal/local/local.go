@@ -36,16 +36,20 @@ import (
 const (
 	LabelManaged   = "dev.gefyra.managed"   // "true"
 	LabelNetwork   = "dev.gefyra.network"   // the gefyra network's name
-	LabelRole      = "dev.gefyra.role"      // RoleContainer or RoleAgent
+	LabelRole      = "dev.gefyra.role"      // RoleContainer, RoleAgent or RoleNetns
 	LabelNamespace = "dev.gefyra.namespace" // the Kubernetes namespace of a local container
 	LabelContext   = "dev.gefyra.context"   // the kubeconfig context the agent serves
 	LabelConfig    = "dev.gefyra.config"    // a hash of the agent's config, beyond its targets
+	LabelNetnsOf   = "dev.gefyra.netns-of"  // on a network namespace holder: the local container it holds it for
 )
 
 // Roles of managed containers.
 const (
 	RoleContainer = "container"
 	RoleAgent     = "agent"
+	// RoleNetns is a small container that holds the network namespace a
+	// local container joins (see cli/internal/agent/netns).
+	RoleNetns = "netns"
 )
 
 // DefaultNetwork is the Docker network of the CLI.
@@ -173,13 +177,16 @@ func (e *Engine) RemoveNetwork(ctx context.Context) (removed bool, err error) {
 
 // Container is a managed container as Docker reports it.
 type Container struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Image     string            `json:"image"`
-	State     string            `json:"state"` // running, exited, created, ...
-	IP        string            `json:"ip,omitempty"`
-	Role      string            `json:"role"`
-	Namespace string            `json:"namespace,omitempty"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Image     string `json:"image"`
+	State     string `json:"state"` // running, exited, created, ...
+	IP        string `json:"ip,omitempty"`
+	Role      string `json:"role"`
+	Namespace string `json:"namespace,omitempty"`
+	// NetworkOf is the container whose network namespace this one shares
+	// (docker run --network container:NAME); IP is that one's.
+	NetworkOf string            `json:"networkOf,omitempty"`
 	Labels    map[string]string `json:"-"`
 }
 
@@ -209,6 +216,16 @@ func (e *Engine) Inspect(ctx context.Context, name string) (c Container, ok bool
 			c.IP = ep.IPAddress
 		}
 	}
+	if r.HostConfig != nil && r.HostConfig.NetworkMode.IsContainer() {
+		// Its address is the namespace holder's.
+		h, ok, err := e.Inspect(ctx, r.HostConfig.NetworkMode.ConnectedContainer())
+		if err != nil {
+			return Container{}, false, err
+		}
+		if ok {
+			c.NetworkOf, c.IP = h.Name, h.IP
+		}
+	}
 	return c, true, nil
 }
 
@@ -223,6 +240,7 @@ func (e *Engine) List(ctx context.Context) ([]Container, error) {
 		return nil, fmt.Errorf("listing containers: %w", err)
 	}
 	out := make([]Container, 0, len(list))
+	byID := map[string]int{}
 	for _, s := range list {
 		c := Container{ID: s.ID, Image: s.Image, State: s.State, Labels: s.Labels,
 			Role: s.Labels[LabelRole], Namespace: s.Labels[LabelNamespace]}
@@ -234,7 +252,19 @@ func (e *Engine) List(ctx context.Context) ([]Container, error) {
 				c.IP = ep.IPAddress
 			}
 		}
+		c.NetworkOf = string(container.NetworkMode(s.HostConfig.NetworkMode).ConnectedContainer())
+		byID[c.ID] = len(out)
 		out = append(out, c)
+	}
+	// A container in a holder's network namespace has the holder's
+	// address (holders are managed containers on the network too).
+	for i, c := range out {
+		if c.NetworkOf == "" {
+			continue
+		}
+		if j, ok := byID[c.NetworkOf]; ok {
+			out[i].NetworkOf, out[i].IP = out[j].Name, out[j].IP
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

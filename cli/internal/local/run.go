@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,25 @@ type RunSpec struct {
 	// RestartUnlessStopped brings the container back after Docker
 	// restarts (for the agent).
 	RestartUnlessStopped bool
+	// Devices are host devices made available (e.g. /dev/net/tun).
+	Devices []string
+	// Sysctls are the container's (network namespace's) kernel settings.
+	Sysctls map[string]string
+
+	// The container's network: on the gefyra network (with Hostname,
+	// network Aliases, and DNS servers, search list and options for its
+	// resolver), or, with NetworkOf, in the network namespace of that
+	// container (docker run --network container:NAME), whose address,
+	// host name, published ports, /etc/hosts and resolver it shares: the
+	// fields of the network are then refused. PIDOf shares that
+	// container's PID namespace too.
+	Hostname   string
+	Aliases    []string
+	DNS        []string
+	DNSSearch  []string
+	DNSOptions []string
+	NetworkOf  string
+	PIDOf      string
 }
 
 // Mount is a bind mount.
@@ -138,6 +158,20 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (Container, error) {
 }
 
 func (e *Engine) containerConfig(spec RunSpec) (*container.Config, *container.HostConfig, *network.NetworkingConfig, error) {
+	if spec.NetworkOf != "" {
+		var own []string
+		for what, set := range map[string]bool{"published ports": len(spec.Ports) > 0, "extra hosts": len(spec.ExtraHosts) > 0,
+			"a host name": spec.Hostname != "", "network aliases": len(spec.Aliases) > 0,
+			"DNS settings": len(spec.DNS)+len(spec.DNSSearch)+len(spec.DNSOptions) > 0} {
+			if set {
+				own = append(own, what)
+			}
+		}
+		if len(own) > 0 {
+			slices.Sort(own)
+			return nil, nil, nil, fmt.Errorf("container %s shares the network of %s and cannot have %s of its own", spec.Name, spec.NetworkOf, strings.Join(own, ", "))
+		}
+	}
 	role := spec.Role
 	if role == "" {
 		role = RoleContainer
@@ -155,6 +189,7 @@ func (e *Engine) containerConfig(spec RunSpec) (*container.Config, *container.Ho
 		Labels:     e.managedLabels(role, extra),
 		WorkingDir: spec.WorkingDir,
 		User:       spec.User,
+		Hostname:   spec.Hostname,
 	}
 	if spec.Entrypoint != nil {
 		cfg.Entrypoint = spec.Entrypoint
@@ -168,6 +203,16 @@ func (e *Engine) containerConfig(spec RunSpec) (*container.Config, *container.Ho
 		CapAdd:      spec.CapAdd,
 		ExtraHosts:  spec.ExtraHosts,
 		Tmpfs:       spec.Tmpfs,
+		DNS:         spec.DNS,
+		DNSSearch:   spec.DNSSearch,
+		DNSOptions:  spec.DNSOptions,
+		Sysctls:     spec.Sysctls,
+	}
+	for _, d := range spec.Devices {
+		host.Devices = append(host.Devices, container.DeviceMapping{PathOnHost: d, PathInContainer: d, CgroupPermissions: "rwm"})
+	}
+	if spec.PIDOf != "" {
+		host.PidMode = container.PidMode("container:" + spec.PIDOf)
 	}
 	for _, m := range spec.Mounts {
 		b := m.Source + ":" + m.Target
@@ -204,7 +249,11 @@ func (e *Engine) containerConfig(spec RunSpec) (*container.Config, *container.Ho
 	if spec.RestartUnlessStopped {
 		host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyUnlessStopped}
 	}
-	netcfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{e.network: {}}}
+	netcfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{e.network: {Aliases: spec.Aliases}}}
+	if spec.NetworkOf != "" {
+		host.NetworkMode = container.NetworkMode("container:" + spec.NetworkOf)
+		netcfg = &network.NetworkingConfig{}
+	}
 	return cfg, host, netcfg, nil
 }
 
@@ -217,4 +266,29 @@ func oneLine(s string) string {
 		s = s[len(s)-300:]
 	}
 	return s
+}
+
+// WaitLog waits until the output of the container name holds s. It fails
+// at once, with the container's last output, if the container stops.
+func (e *Engine) WaitLog(ctx context.Context, name, s string) error {
+	for {
+		logs, err := e.Logs(ctx, name, 200)
+		if err == nil && strings.Contains(logs, s) {
+			return nil
+		}
+		c, ok, ierr := e.Inspect(ctx, name)
+		switch {
+		case ierr != nil:
+			return ierr
+		case !ok:
+			return fmt.Errorf("container %s is gone", name)
+		case !c.Running():
+			return fmt.Errorf("container %s stopped (%s); its last output: %s", name, c.State, oneLine(logs))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for container %s: %w; its last output: %s", name, ctx.Err(), oneLine(logs))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

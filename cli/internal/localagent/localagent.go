@@ -66,6 +66,9 @@ type Agent struct {
 	Context string
 	// Labels are extra labels for the container.
 	Labels map[string]string
+	// NoEgress leaves the agent without the way into the cluster for the
+	// local containers (see netns.go), and so without privileges.
+	NoEgress bool
 }
 
 func (a *Agent) name() string {
@@ -177,6 +180,9 @@ func configHash(cfg agent.Config, image string) string {
 // agent with the same config (targets aside) is kept, one with another is
 // replaced. started says whether a container was (re)started.
 func (a *Agent) Start(ctx context.Context, cfg agent.Config) (started bool, err error) {
+	if cfg.EgressDevice == "" && !a.NoEgress {
+		cfg.EgressDevice = EgressDevice
+	}
 	if err := cfg.Validate(); err != nil {
 		return false, err
 	}
@@ -203,25 +209,43 @@ func (a *Agent) Start(ctx context.Context, cfg agent.Config) (started bool, err 
 			return false, err
 		}
 	}
-	user := ""
-	if uid := os.Getuid(); uid > 0 {
-		// The agent needs no privileges; as the developer's own user it
-		// can read the 0600 config file and nothing else.
-		user = strconv.Itoa(uid) + ":" + strconv.Itoa(os.Getgid())
-	}
 	labels := map[string]string{}
 	maps.Copy(labels, a.Labels)
 	labels[local.LabelContext], labels[local.LabelConfig] = a.Context, hash
-	_, err = a.Engine.Run(ctx, local.RunSpec{
+	spec := local.RunSpec{
 		Name:                 a.name(),
 		Image:                image,
 		Role:                 local.RoleAgent,
 		Labels:               labels,
 		Mounts:               []local.Mount{{Source: a.State.AgentDir(), Target: ConfigDir, ReadOnly: true}},
-		User:                 user,
 		Hardened:             true,
 		RestartUnlessStopped: true,
-	})
+	}
+	if cfg.EgressDevice != "" {
+		// The egress device and its routes need CAP_NET_ADMIN in effect,
+		// which only root has; the kernel forwards the local containers'
+		// packets into the device. Root without CAP_DAC_OVERRIDE reads
+		// the developer's 0600 config only with CAP_DAC_READ_SEARCH; all
+		// the container sees is that directory and the executable.
+		spec.CapAdd = []string{"NET_ADMIN"}
+		if os.Getuid() > 0 {
+			spec.CapAdd = append(spec.CapAdd, "DAC_READ_SEARCH")
+		}
+		spec.Devices = []string{"/dev/net/tun"}
+		spec.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
+	} else if uid := os.Getuid(); uid > 0 {
+		// The agent needs no privileges; as the developer's own user it
+		// can read the 0600 config file and nothing else.
+		spec.User = strconv.Itoa(uid) + ":" + strconv.Itoa(os.Getgid())
+	}
+	_, err = a.Engine.Run(ctx, spec)
+	if err != nil && cfg.EgressDevice != "" && strings.Contains(err.Error(), "/dev/net/tun") {
+		// A Docker host without TUN devices: bridges still work, and
+		// `gefyra run` says that the cluster's names do not.
+		a.NoEgress = true
+		cfg.EgressDevice = ""
+		return a.Start(ctx, cfg)
+	}
 	if err != nil {
 		return false, fmt.Errorf("starting the agent: %w", err)
 	}

@@ -1,7 +1,9 @@
 // Package server assembles stowaway: one userspace WireGuard endpoint for
-// all developers, the carrier relay on top of it, and the per-peer metrics.
-// Config arrives through Update (from xDS or a file) and is swapped in
-// atomically: peers first, then the relay's bridges.
+// all developers, the carrier relay on top of it, the per-peer metrics and,
+// if configured, the egress that carries the developers' own traffic into
+// the cluster (stowaway/internal/egress). Config arrives through Update
+// (from xDS or a file) and is swapped in atomically: peers first, then the
+// relay's bridges.
 package server
 
 import (
@@ -9,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +21,7 @@ import (
 
 	"gefyra.dev/gefyra/internal/wgnet"
 	"gefyra.dev/gefyra/stowaway/internal/config"
+	"gefyra.dev/gefyra/stowaway/internal/egress"
 	"gefyra.dev/gefyra/stowaway/internal/relay"
 	"gefyra.dev/gefyra/stowaway/internal/tunnel"
 )
@@ -36,16 +41,25 @@ type Options struct {
 	MTU int
 	// RelayAddr is the TCP address carriers connect to.
 	RelayAddr string
-	Log       *slog.Logger
-	Registry  prometheus.Registerer
+	// Egress, if not nil, turns the egress on: stowaway carries its peers'
+	// TCP and UDP to these networks on into the cluster, and announces
+	// them on its tunnel address.
+	Egress *wgnet.EgressInfo
+	// EgressDialer dials the cluster for the egress (a net.Dialer if nil).
+	EgressDialer egress.Dialer
+	Log          *slog.Logger
+	Registry     prometheus.Registerer
 }
 
 // Server is a running stowaway.
 type Server struct {
 	Net   *wgnet.Net
 	Relay *relay.Server
-	peers *tunnel.Peers
-	log   *slog.Logger
+	// Egress is nil unless Options.Egress was set.
+	Egress *egress.Egress
+	peers  *tunnel.Peers
+	info   net.Listener // the egress announcement's, on the tunnel address
+	log    *slog.Logger
 
 	mu sync.Mutex // serialises Update
 }
@@ -61,12 +75,21 @@ func New(o Options) (*Server, error) {
 	if !o.TunnelAddress.IsValid() {
 		o.TunnelAddress = DefaultTunnelAddress
 	}
+	if o.Egress != nil {
+		if err := o.Egress.Validate(); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		if o.Egress.Contains(o.TunnelAddress) {
+			return nil, fmt.Errorf("server: the egress networks %v hold the tunnel address %s", o.Egress.Networks, o.TunnelAddress)
+		}
+	}
 	n, err := wgnet.New(wgnet.Config{
 		PrivateKey: o.PrivateKey,
 		ListenPort: o.WireGuardPort,
 		Address:    o.TunnelAddress,
 		MTU:        o.MTU,
 		Log:        o.Log,
+		Forwarding: o.Egress != nil,
 	})
 	if err != nil {
 		return nil, err
@@ -82,7 +105,41 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	r.Addr = o.RelayAddr
-	return &Server{Net: n, Relay: r, peers: peers, log: o.Log}, nil
+	srv := &Server{Net: n, Relay: r, peers: peers, log: o.Log}
+	if o.Egress != nil {
+		d := o.EgressDialer
+		if d == nil {
+			d = &net.Dialer{}
+		}
+		eg, err := egress.New(*o.Egress, d, o.Registry, o.Log)
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
+		ln, err := n.Listen("tcp", ":"+strconv.Itoa(wgnet.EgressInfoPort))
+		if err != nil {
+			n.Close()
+			return nil, fmt.Errorf("server: egress announcement: %w", err)
+		}
+		// stowaway's own address is no way out: its ports that nothing
+		// serves (the agents' liveness probes knock there) answer as
+		// without the egress.
+		own := o.TunnelAddress.Unmap()
+		n.HandleTCP(func(r *wgnet.TCPRequest) {
+			if r.Local.Addr() == own {
+				r.Reject()
+				return
+			}
+			eg.HandleTCP(r)
+		})
+		n.HandleUDP(func(r *wgnet.UDPRequest) {
+			if r.Local.Addr() != own {
+				eg.HandleUDP(r)
+			}
+		})
+		srv.Egress, srv.info = eg, ln
+	}
+	return srv, nil
 }
 
 // Update validates cfg and switches to it. On an error nothing changes.
@@ -99,6 +156,13 @@ func (s *Server) Update(cfg config.Config) error {
 	if err := s.Relay.Update(c); err != nil {
 		return err
 	}
+	if s.Egress != nil {
+		peers := make(map[netip.Addr]string, len(c.Config.Peers))
+		for _, p := range c.Config.Peers {
+			peers[p.Address] = p.Name
+		}
+		s.Egress.SetPeers(peers)
+	}
 	s.log.Info("config applied", "peers", len(cfg.Peers), "bridges", len(cfg.Bridges), "credential_keys", len(cfg.CredentialKeys))
 	return nil
 }
@@ -114,8 +178,18 @@ func (s *Server) XDSCallback(resources map[string][]proto.Message) error {
 	return s.Update(cfg)
 }
 
-// Run serves carriers until ctx is done, then closes the tunnel.
+// Run serves carriers (and the egress) until ctx is done, then closes the
+// tunnel.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Net.Close()
-	return s.Relay.Run(ctx)
+	if s.Egress == nil {
+		return s.Relay.Run(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- s.Egress.Serve(ctx, s.info) }()
+	err := s.Relay.Run(ctx)
+	cancel()
+	return errors.Join(err, <-errc)
 }
