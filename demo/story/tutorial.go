@@ -341,11 +341,44 @@ func (u *Tutorial) ExpectFixed(t testworld.T) {
 	}
 }
 
-// Status shows `gefyra status` and `gefyra list`.
+// Status shows `gefyra status` and `gefyra list`, and checks that the
+// status counts the requests the bridge carried (read from carrier's
+// metrics): at least the one that failed and the one that was fixed.
 func (u *Tutorial) Status(t testworld.T) {
 	t.Helper()
-	u.Gefyra(t, "status")
-	u.Gefyra(t, "list")
+	out := u.Gefyra(t, "status")
+	if !strings.Contains(out, BridgeName+" (namespace "+Namespace+")") || !strings.Contains(out, " requests, ") {
+		t.Errorf("gefyra status does not show the bridge %s with its request count", BridgeName)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js, err := u.run(ctx, "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("gefyra status -o json: %v\n%s", err, js)
+	}
+	var s struct {
+		Bridges []struct {
+			Name    string
+			Traffic *struct {
+				Requests  uint64
+				ErrorRate float64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		t.Fatalf("gefyra status -o json: %v\n%s", err, js)
+	}
+	for _, b := range s.Bridges {
+		if b.Name != BridgeName {
+			continue
+		}
+		if b.Traffic == nil || b.Traffic.Requests < 2 || b.Traffic.ErrorRate <= 0 || b.Traffic.ErrorRate >= 1 {
+			t.Errorf("bridge %s traffic %+v, want at least 2 requests, some (not all) of them 500", BridgeName, b.Traffic)
+		}
+		u.Gefyra(t, "list")
+		return
+	}
+	t.Errorf("gefyra status -o json has no bridge %s:\n%s", BridgeName, js)
 }
 
 // Down runs `gefyra down` and checks that no container of gefyra is left.

@@ -142,6 +142,18 @@ func TestBridgeBecomesDataPlaneReady(t *testing.T) {
 		return k8s.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "solo-gefyra-fallback-app"}, clone)
 	})
 	running(t, k8s, clone, "10.244.0.32")
+	// kubelet restarts the container with carrier.
+	eventually(t, 30*time.Second, "carrier swapped in", func() error {
+		p := &corev1.Pod{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(solo), p); err != nil {
+			return err
+		}
+		if got := p.Spec.Containers[0].Image; got != "gefyra.dev/carrier:0.1.0" {
+			return fmt.Errorf("container app runs %s", got)
+		}
+		return nil
+	})
+	running(t, k8s, solo, "10.244.0.31")
 
 	carrier := &recorder{}
 	connect(t, ln.Addr().String(), "shop/solo", podToken(t, cs, solo), translate.Types(translate.KindCarrier), carrier)
@@ -214,12 +226,20 @@ func TestBridgeBecomesDataPlaneReady(t *testing.T) {
 	}
 }
 
-// running stands in for kubelet: p runs, ready, with ip.
+// running stands in for kubelet: p runs, ready, with ip, each container
+// running the image its spec names now and ready.
 func running(t *testing.T, k8s client.Client, p *corev1.Pod, ip string) {
 	t.Helper()
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+		t.Fatal(err)
+	}
 	orig := p.DeepCopy()
 	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
 		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	for _, c := range p.Spec.Containers {
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}})
+	}
 	if err := k8s.Status().Patch(context.Background(), p, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}

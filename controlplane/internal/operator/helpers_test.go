@@ -111,16 +111,60 @@ func newPodWith(t *testing.T, ns, name string, labels map[string]string, contain
 	}
 	orig := p.DeepCopy()
 	p.Status = corev1.PodStatus{
-		Phase:      corev1.PodRunning,
-		PodIP:      ip,
-		PodIPs:     []corev1.PodIP{{IP: ip}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		Phase:             corev1.PodRunning,
+		PodIP:             ip,
+		PodIPs:            []corev1.PodIP{{IP: ip}},
+		Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		ContainerStatuses: runningStatuses(containers),
 	}
 	// A merge patch: the operator may have patched the Pod meanwhile.
 	if err := k8s.Status().Patch(ctx, p, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// runningStatuses are the statuses kubelet reports for containers once
+// each runs its image and passed its probes.
+func runningStatuses(containers []corev1.Container) []corev1.ContainerStatus {
+	out := make([]corev1.ContainerStatus, len(containers))
+	for i, c := range containers {
+		out[i] = corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}},
+		}
+	}
+	return out
+}
+
+// kubeletRestarts stands in for kubelet after the operator changed an
+// image of Pod ns/name: it reports every container as running the image
+// its spec now names, and ready if ready is set.
+func kubeletRestarts(t *testing.T, ns, name string, ready bool) {
+	t.Helper()
+	ctx := context.Background()
+	p := getPod(t, ns, name)
+	orig := p.DeepCopy()
+	p.Status.ContainerStatuses = runningStatuses(p.Spec.Containers)
+	for i := range p.Status.ContainerStatuses {
+		p.Status.ContainerStatuses[i].Ready = ready
+	}
+	if err := k8s.Status().Patch(ctx, p, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// carrierStarted waits until carrier is swapped into container of Pod
+// ns/name and then, standing in for kubelet, reports it running and ready.
+func carrierStarted(t *testing.T, ns, name, container string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "carrier swapped into "+name, func() error {
+		if got := image(getPod(t, ns, name), container); got != carrierImage {
+			return fmt.Errorf("container %s runs %s", container, got)
+		}
+		return nil
+	})
+	kubeletRestarts(t, ns, name, true)
 }
 
 func newBridge(t *testing.T, ns, name, clientName string, target gefyrav1.Target, remote int32) *gefyrav1.GefyraBridge {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -136,9 +137,127 @@ func (o *Operator) reconcileMount(ctx context.Context, req reconcile.Request) (r
 		// these keep their image.
 		return refuse(strings.Join(refusals, "; "))
 	}
+	// Patching the image is not the end: kubelet restarts the container
+	// with carrier, and its probes must pass before the Pod's Service
+	// endpoint is back. Until then a bridge would be Ready with nothing
+	// behind the Service.
+	var starting []string
+	var recheck time.Duration
+	now := time.Now()
+	for i := range pods {
+		p := &pods[i]
+		if slices.ContainsFunc(m.Status.Pods, func(mp gefyrav1.MountedPod) bool { return mp.Name == p.Name }) {
+			if why, wait := o.carrierStarting(p, t.Container, now); why != "" {
+				starting = append(starting, why)
+				if wait > 0 && (recheck == 0 || wait < recheck) {
+					recheck = wait
+				}
+			}
+		}
+	}
+	if len(starting) > 0 {
+		res, err := notReady(ReasonCarrierStarting, "waiting for kubelet: "+strings.Join(starting, "; "))
+		if err == nil {
+			// Pod events bring the rest; a wait that no status change
+			// ends needs a requeue.
+			res.RequeueAfter = recheck
+		}
+		return res, err
+	}
 	setCondition(&m.Status.Conditions, m.Generation, gefyrav1.ConditionReady, metav1.ConditionTrue, "Mounted",
 		fmt.Sprintf("carrier runs in %d Pod(s)", len(m.Status.Pods)))
 	return reconcile.Result{}, o.client.Status().Patch(ctx, m, client.MergeFrom(orig))
+}
+
+// ReasonCarrierStarting is the mount's Ready reason while a mounted Pod's
+// container does not yet run the carrier image, running and ready, as
+// kubelet reports it.
+const ReasonCarrierStarting = "CarrierStarting"
+
+// startupSettle is how long after a restarted container's start, beyond
+// its startup probe's period, kubelet's own report of it is trusted: see
+// carrierStarting. It covers the start time's whole seconds and kubelet's
+// status update.
+const startupSettle = 2 * time.Second
+
+// carrierStarting says why container of p is not yet running carrier and
+// ready per kubelet (its status in p) at now, or "" when it is; wait, if
+// set, is when to look again though nothing in p changes.
+//
+// A container with a startup probe is trusted only once kubelet's startup
+// prober had its turn with the new container: after an in-place restart
+// (the image swap) kubelet carries the old container's "started" over to
+// the new one until its startup prober next ticks (up to the probe's
+// period), runs the readiness probe meanwhile, and may report the new
+// container ready, then not started and not ready, then ready for good.
+func (o *Operator) carrierStarting(p *corev1.Pod, container string, now time.Time) (why string, wait time.Duration) {
+	i := slices.IndexFunc(p.Status.ContainerStatuses, func(cs corev1.ContainerStatus) bool { return cs.Name == container })
+	if i < 0 {
+		return fmt.Sprintf("Pod %s: container %s has not started yet", p.Name, container), 0
+	}
+	cs := &p.Status.ContainerStatuses[i]
+	switch {
+	case !sameImage(cs, o.cfg.CarrierImage):
+		return fmt.Sprintf("Pod %s: container %s still runs %s; kubelet restarts it with carrier", p.Name, container, cs.Image), 0
+	case cs.State.Running == nil:
+		what := "not running"
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			what = "waiting (" + w.Reason
+			if w.Message != "" {
+				what += ": " + w.Message
+			}
+			what += ")"
+		} else if term := cs.State.Terminated; term != nil {
+			what = fmt.Sprintf("terminated (%s, exit code %d)", term.Reason, term.ExitCode)
+		}
+		return fmt.Sprintf("Pod %s: carrier in container %s is %s", p.Name, container, what), 0
+	case cs.Started != nil && !*cs.Started:
+		return fmt.Sprintf("Pod %s: carrier runs in container %s, whose startup probe has not passed yet", p.Name, container), 0
+	case !cs.Ready:
+		return fmt.Sprintf("Pod %s: carrier runs in container %s, which is not ready yet", p.Name, container), 0
+	}
+	c := slices.IndexFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == container })
+	if c >= 0 && p.Spec.Containers[c].StartupProbe != nil {
+		period := time.Duration(p.Spec.Containers[c].StartupProbe.PeriodSeconds) * time.Second
+		if period <= 0 {
+			period = 10 * time.Second // the API's default
+		}
+		if settled := cs.State.Running.StartedAt.Add(period + startupSettle); now.Before(settled) {
+			return fmt.Sprintf("Pod %s: carrier runs in container %s; waiting for kubelet to run its startup probe", p.Name, container), settled.Sub(now)
+		}
+	}
+	return "", 0
+}
+
+// sameImage says whether the container of status cs runs image ref: by
+// name, or by digest where ref names one.
+func sameImage(cs *corev1.ContainerStatus, ref string) bool {
+	if normalizeImage(cs.Image) == normalizeImage(ref) {
+		return true
+	}
+	_, digest, ok := strings.Cut(ref, "@")
+	return ok && digest != "" && strings.HasSuffix(cs.ImageID, "@"+digest)
+}
+
+// normalizeImage spells an image reference the way the runtime reports it
+// back, so the spec's and the status's spelling of one image compare equal:
+// Docker Hub's implicit registry and library/ namespace dropped, an
+// implicit :latest tag added.
+func normalizeImage(ref string) string {
+	for _, prefix := range []string{"docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"} {
+		if rest, ok := strings.CutPrefix(ref, prefix); ok {
+			ref = rest
+			break
+		}
+	}
+	if rest, ok := strings.CutPrefix(ref, "library/"); ok && !strings.Contains(rest, "/") {
+		ref = rest
+	}
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	if !strings.ContainsAny(last, ":@") {
+		ref += ":latest"
+	}
+	return ref
 }
 
 // mountPod swaps carrier into the mount's container of p, remembering the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +104,10 @@ func TestBridgeMountsDeploymentAndRestores(t *testing.T) {
 	})
 	// Standing in for the ReplicaSet controller and kubelet: the clone's Pod.
 	newPod(t, ns, "demo-gefyra-fallback-app-x1", tl, "demo/app:1.0", "10.244.0.20")
+	// And for kubelet in the mounted Pods: carrier runs there, ready.
+	for _, p := range []string{"demo-1", "demo-2", "demo-3"} {
+		carrierStarted(t, ns, p, "app")
+	}
 	eventually(t, 20*time.Second, "mount ready", func() error {
 		m, err := getMount(ns, mountName)
 		if err != nil {
@@ -338,4 +343,136 @@ func TestBarePodAndUndeclaredPorts(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMountReadyOnlyOnceCarrierRuns: patching the image is not enough for
+// Ready. Until kubelet reports the mounted container running the carrier
+// image and ready (probes passed), the mount and its bridge say which Pod
+// they wait for; a Pod that appears later makes them wait again.
+func TestMountReadyOnlyOnceCarrierRuns(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	newClient(t, "dev-starting")
+	d := newDeployment(t, ns, "slow")
+	labels := d.Spec.Template.Labels
+	newPod(t, ns, "slow-1", labels, "demo/app:1.0", "10.244.3.1")
+	target := gefyrav1.Target{Kind: gefyrav1.KindDeployment, Name: "slow", Container: "app"}
+	mountName := gefyrav1.MountName(target)
+	newBridge(t, ns, "slow", "dev-starting", target, 8155)
+	eventually(t, 20*time.Second, "carrier in the Pod's spec", func() error { return mountedBy(ns, "slow-1", "app", mountName, "demo/app:1.0") })
+
+	// The fallback is ready, so only the mounted Pod is waited for.
+	clone := &appsv1.Deployment{}
+	eventually(t, 20*time.Second, "fallback clone", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "slow-gefyra-fallback-app"}, clone)
+	})
+	newPod(t, ns, "slow-gefyra-fallback-app-x1", clone.Spec.Template.Labels, "demo/app:1.0", "10.244.3.9")
+
+	waitMount := func(what, reason, msg string) {
+		t.Helper()
+		eventually(t, 20*time.Second, what, func() error {
+			m, err := getMount(ns, mountName)
+			if err != nil {
+				return err
+			}
+			c := condition(m.Status.Conditions, gefyrav1.ConditionReady)
+			if c == nil || c.Reason != reason || !strings.Contains(c.Message, msg) {
+				return fmt.Errorf("ready condition %+v, want %s saying %q", c, reason, msg)
+			}
+			if f := condition(m.Status.Conditions, gefyrav1.ConditionFallbackReady); f == nil || f.Status != metav1.ConditionTrue {
+				return fmt.Errorf("fallback ready %+v", f)
+			}
+			return nil
+		})
+	}
+	waitBridge := func(what string, status metav1.ConditionStatus, reason, msg string) {
+		t.Helper()
+		eventually(t, 20*time.Second, what, func() error {
+			b, err := getBridge(ns, "slow")
+			if err != nil {
+				return err
+			}
+			c := condition(b.Status.Conditions, gefyrav1.ConditionMountReady)
+			if c == nil || c.Status != status || c.Reason != reason || !strings.Contains(c.Message, msg) {
+				return fmt.Errorf("MountReady %+v, want %s %s saying %q", c, status, reason, msg)
+			}
+			if r := condition(b.Status.Conditions, gefyrav1.ConditionReady); status != metav1.ConditionTrue && (r == nil || r.Status != metav1.ConditionFalse) {
+				return fmt.Errorf("Ready %+v while the mount is not", r)
+			}
+			return nil
+		})
+	}
+
+	// kubelet still runs the old container.
+	waitMount("the mount waits for kubelet to restart the container", "CarrierStarting",
+		"Pod slow-1: container app still runs demo/app:1.0; kubelet restarts it with carrier")
+	waitBridge("the bridge waits for the mount", metav1.ConditionFalse, "CarrierStarting", "Pod slow-1")
+	// carrier runs, its probes have not passed yet.
+	kubeletRestarts(t, ns, "slow-1", false)
+	waitMount("the mount waits for the readiness probe", "CarrierStarting", "Pod slow-1: carrier runs in container app, which is not ready yet")
+	// Ready per kubelet.
+	kubeletRestarts(t, ns, "slow-1", true)
+	waitMount("the mount is ready", "Mounted", "carrier runs in 1 Pod(s)")
+	waitBridge("the bridge's mount is ready", metav1.ConditionTrue, "Mounted", "")
+
+	// A Pod created later (a scale-up): the mount waits for it in turn.
+	newPod(t, ns, "slow-2", labels, "demo/app:1.0", "10.244.3.2")
+	waitMount("the mount waits for the new Pod", "CarrierStarting", "Pod slow-2: container app still runs demo/app:1.0")
+	carrierStarted(t, ns, "slow-2", "app")
+	waitMount("the mount is ready with both Pods", "Mounted", "carrier runs in 2 Pod(s)")
+}
+
+// TestMountWaitsForTheStartupProber: after the swap kubelet may report the
+// restarted container ready before its startup prober had a turn with it;
+// the mount trusts that only a startup period after the container's start,
+// and looks again by itself when nothing else changes.
+func TestMountWaitsForTheStartupProber(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	newClient(t, "dev-startup")
+	containers := appContainers(func(c *corev1.Container) {
+		c.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/tmp/started"}}},
+			PeriodSeconds: 1}
+	})
+	d := newDeploymentWith(t, ns, "probed", containers)
+	newPodWith(t, ns, "probed-1", d.Spec.Template.Labels, containers, "10.244.4.1")
+	target := gefyrav1.Target{Kind: gefyrav1.KindDeployment, Name: "probed", Container: "app"}
+	mountName := gefyrav1.MountName(target)
+	newBridge(t, ns, "probed", "dev-startup", target, 8155)
+	clone := &appsv1.Deployment{}
+	eventually(t, 20*time.Second, "fallback clone", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "probed-gefyra-fallback-app"}, clone)
+	})
+	newPodWith(t, ns, "probed-gefyra-fallback-app-x1", clone.Spec.Template.Labels, containers, "10.244.4.9")
+
+	carrierStarted(t, ns, "probed-1", "app") // started and ready, just now
+	reported := time.Now()
+	eventually(t, 20*time.Second, "the mount waits for the startup prober", func() error {
+		m, err := getMount(ns, mountName)
+		if err != nil {
+			return err
+		}
+		c := condition(m.Status.Conditions, gefyrav1.ConditionReady)
+		if c == nil || c.Reason != "CarrierStarting" || !strings.Contains(c.Message, "Pod probed-1: carrier runs in container app; waiting for kubelet to run its startup probe") {
+			return fmt.Errorf("ready condition %+v", c)
+		}
+		return nil
+	})
+	// No Pod changes from here: the mount must look again by itself.
+	eventually(t, 20*time.Second, "the mount is ready", func() error {
+		m, err := getMount(ns, mountName)
+		if err != nil {
+			return err
+		}
+		if c := condition(m.Status.Conditions, gefyrav1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("ready condition %+v", c)
+		}
+		return nil
+	})
+	// Ready no sooner than the period (1s) and startupSettle (2s) after
+	// StartedAt, which has whole seconds: 2s after the report, less a
+	// margin.
+	if took := time.Since(reported); took < 1500*time.Millisecond {
+		t.Fatalf("the mount was Ready %s after the container was reported, before the startup prober's turn", took)
+	}
 }
