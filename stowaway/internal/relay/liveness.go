@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gefyra.dev/gefyra/internal/wgnet"
 	"gefyra.dev/gefyra/stowaway/internal/config"
 )
 
@@ -27,6 +28,12 @@ import (
 // relayed connections are closed, so the carriers' next requests go to
 // the fallback, and new connections for it are refused at once with
 // CodePeerDown, until a probe is answered again.
+//
+// A tunnel full of a bulk transfer can hold a probe back longer than its
+// timeout while the peer is plainly there. So an unanswered probe is
+// excused when the tunnel says the peer sent something since the previous
+// miss (its WireGuard receive counter grew): only a peer that is both
+// silent on the probe port and silent on the wire is missed.
 
 // Defaults of the liveness probes.
 const (
@@ -42,8 +49,15 @@ const (
 // peerWatch is the liveness of one peer.
 type peerWatch struct {
 	addr   netip.Addr
+	key    wgnet.Key
 	cancel context.CancelFunc
 	down   atomic.Bool
+}
+
+// peerCounter is what a tunnel may tell about a peer's traffic (a
+// *wgnet.Net does).
+type peerCounter interface {
+	PeerStats(pub wgnet.Key) (wgnet.PeerStats, bool, error)
 }
 
 // watchPeers runs a prober per peer that carries a bridge, following
@@ -73,35 +87,35 @@ func (s *Server) watchPeers(ctx context.Context) {
 // syncWatches starts probers for the peers of the current config that
 // carry a bridge and stops those of the others.
 func (s *Server) syncWatches(ctx context.Context, wg *sync.WaitGroup) {
-	want := map[string]netip.Addr{}
+	want := map[string]config.Peer{}
 	if st := s.state.Load(); st != nil {
 		want = bridgedPeers(st.cfg)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for name, w := range s.watches {
-		if addr, ok := want[name]; !ok || addr != w.addr {
+		if p, ok := want[name]; !ok || p.Address != w.addr || p.PublicKey != w.key {
 			w.cancel()
 			delete(s.watches, name)
 		}
 	}
-	for name, addr := range want {
+	for name, p := range want {
 		if s.watches[name] != nil {
 			continue
 		}
 		pctx, cancel := context.WithCancel(ctx)
-		w := &peerWatch{addr: addr, cancel: cancel}
+		w := &peerWatch{addr: p.Address, key: p.PublicKey, cancel: cancel}
 		s.watches[name] = w
 		wg.Go(func() { s.probe(pctx, name, w) })
 	}
 }
 
 // bridgedPeers are the configured peers that some bridge names.
-func bridgedPeers(c *config.Compiled) map[string]netip.Addr {
-	out := map[string]netip.Addr{}
+func bridgedPeers(c *config.Compiled) map[string]config.Peer {
+	out := map[string]config.Peer{}
 	for _, b := range c.Config.Bridges {
 		if p := c.Peer(b.Peer); p != nil {
-			out[p.Name] = p.Address
+			out[p.Name] = *p
 		}
 	}
 	return out
@@ -120,6 +134,9 @@ func (s *Server) probe(ctx context.Context, name string, w *peerWatch) {
 	target := netip.AddrPortFrom(w.addr, ProbePort).String()
 	var srtt time.Duration
 	missed := 0
+	counter, _ := s.tunnel.(peerCounter)
+	var lastRx uint64 // the peer's receive counter at the previous miss
+	rxKnown := false
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -136,7 +153,8 @@ func (s *Server) probe(ctx context.Context, name string, w *peerWatch) {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		c, err := s.tunnel.DialContext(pctx, "tcp", target)
 		// A reset is an answer as good as an accept; only silence is not.
-		answered := err == nil || pctx.Err() == nil
+		timedOut := err != nil && pctx.Err() != nil
+		answered := !timedOut
 		cancel()
 		if c != nil {
 			c.Close()
@@ -144,16 +162,26 @@ func (s *Server) probe(ctx context.Context, name string, w *peerWatch) {
 		if ctx.Err() != nil {
 			return
 		}
+		if !answered && counter != nil {
+			if st, ok, err := counter.PeerStats(w.key); err == nil && ok {
+				if rxKnown && st.RxBytes > lastRx {
+					answered = true // busy, not gone
+				}
+				lastRx, rxKnown = st.RxBytes, true
+			}
+		}
 		if answered {
-			rtt := time.Since(start)
-			if srtt == 0 {
-				srtt = rtt
-			} else {
-				srtt = (7*srtt + rtt) / 8
+			if !timedOut { // a real answer: its time is an RTT sample
+				rtt := time.Since(start)
+				if srtt == 0 {
+					srtt = rtt
+				} else {
+					srtt = (7*srtt + rtt) / 8
+				}
 			}
 			missed = 0
 			if w.down.Swap(false) {
-				s.log.Info("relay: peer answers again", "peer", name, "rtt", rtt.String())
+				s.log.Info("relay: peer answers again", "peer", name)
 			}
 		} else if missed++; missed >= misses && !w.down.Swap(true) {
 			n := s.closePeer(name)
