@@ -60,6 +60,9 @@ func (c *Cluster) BridgeTraffic(ctx context.Context, namespace, name string) (Tr
 	}
 	var m gefyrav1.GefyraMount
 	if err := c.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: mountName}, &m); err != nil {
+		if apierrors.IsNotFound(err) {
+			return Traffic{}, nil // no carrier yet, nothing counted
+		}
 		return Traffic{}, err
 	}
 	var t Traffic
