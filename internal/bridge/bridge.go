@@ -2,7 +2,8 @@
 // share: which container ports of a cluster workload are carried to which
 // local ports, and which HTTP requests go to the developer instead of the
 // fallback. It parses the CLI's spellings of both (`--port 8155:8155`,
-// `--match-header name:value`, `--match-path /prefix`) and validates them the
+// `--port 5432:5432/tcp` for a port that is not HTTP, `--match-header
+// name:value`, `--match-path /prefix`) and validates them the
 // way the cluster's API server and carrier will, so a mistake is reported
 // where it is typed.
 package bridge
@@ -15,34 +16,83 @@ import (
 	"strings"
 )
 
+// Protocol says how carrier carries a bridged port's traffic.
+type Protocol string
+
+// The protocols of a bridged port. The zero value means ProtocolHTTP, and
+// is how the parser and the cluster's model spell it.
+const (
+	// ProtocolHTTP routes each request (HTTP/1.1, h2c, WebSocket) by the
+	// rules of the bridges on the port; other requests go to the fallback.
+	ProtocolHTTP Protocol = "HTTP"
+	// ProtocolTCP carries whole connections, byte for byte, to the one
+	// bridge of the port: for databases and anything that is not HTTP.
+	// No rule can pick a connection, so a bridge with a TCP port has no
+	// rules and no other bridge may take the port.
+	ProtocolTCP Protocol = "TCP"
+)
+
 // PortMapping carries the workload container's port Remote to port Local on
-// the developer's side.
+// the developer's side, as Protocol says (empty: HTTP).
 type PortMapping struct {
-	Remote uint16
-	Local  uint16
+	Remote   uint16
+	Local    uint16
+	Protocol Protocol
 }
 
-// String spells the mapping as ParsePortMapping reads it.
+// IsTCP reports whether the port carries whole TCP connections.
+func (p PortMapping) IsTCP() bool { return p.Protocol == ProtocolTCP }
+
+// String spells the mapping as ParsePortMapping reads it: "remote:local",
+// with "/tcp" for a TCP port.
 func (p PortMapping) String() string {
-	return strconv.Itoa(int(p.Remote)) + ":" + strconv.Itoa(int(p.Local))
+	s := strconv.Itoa(int(p.Remote)) + ":" + strconv.Itoa(int(p.Local))
+	switch p.Protocol {
+	case "", ProtocolHTTP:
+		return s
+	case ProtocolTCP:
+		return s + "/tcp"
+	default:
+		return s + "/" + string(p.Protocol)
+	}
 }
+
+// portSyntax is the hint every port mapping error ends with.
+const portSyntax = "want remote:local[/tcp], e.g. 8155:8155 or 5432:5432/tcp"
 
 // ParsePortMapping reads "remote:local" (e.g. "8155:8155"); a single port
-// "8155" means the same port on both sides.
+// "8155" means the same port on both sides. A suffix "/tcp" carries whole
+// TCP connections instead of routing HTTP requests ("5432:5432/tcp"); "/http"
+// is the default. The protocol is not case-sensitive.
 func ParsePortMapping(s string) (PortMapping, error) {
-	remote, local, found := strings.Cut(s, ":")
+	ports, proto, hasProto := strings.Cut(s, "/")
+	var protocol Protocol
+	if hasProto {
+		switch strings.ToUpper(proto) {
+		case "HTTP":
+		case "TCP":
+			protocol = ProtocolTCP
+		case "UDP", "SCTP":
+			return PortMapping{}, fmt.Errorf("port mapping %q: %s ports cannot be bridged, only TCP (HTTP or raw TCP)", s, strings.ToUpper(proto))
+		case "":
+			return PortMapping{}, fmt.Errorf("port mapping %q: the protocol after / is missing (%s)", s, portSyntax)
+		default:
+			return PortMapping{}, fmt.Errorf("port mapping %q: unknown protocol %q: want tcp or http (%s)", s, proto, portSyntax)
+		}
+	}
+	remote, local, found := strings.Cut(ports, ":")
 	if !found {
 		local = remote
 	}
 	r, err := parsePort(remote)
 	if err != nil {
-		return PortMapping{}, fmt.Errorf("port mapping %q: remote port: %w (want remote:local, e.g. 8155:8155)", s, err)
+		return PortMapping{}, fmt.Errorf("port mapping %q: remote port: %w (%s)", s, err, portSyntax)
 	}
 	l, err := parsePort(local)
 	if err != nil {
-		return PortMapping{}, fmt.Errorf("port mapping %q: local port: %w (want remote:local, e.g. 8155:8155)", s, err)
+		return PortMapping{}, fmt.Errorf("port mapping %q: local port: %w (%s)", s, err, portSyntax)
 	}
-	return PortMapping{Remote: r, Local: l}, nil
+	return PortMapping{Remote: r, Local: l, Protocol: protocol}, nil
 }
 
 func parsePort(s string) (uint16, error) {
@@ -82,7 +132,7 @@ func ParsePortMappings(specs []string) ([]PortMapping, error) {
 const MaxPorts = 16
 
 // ValidatePorts checks a bridge's port mappings: at least one, at most
-// MaxPorts, ports in range and each remote port once.
+// MaxPorts, ports in range, a known protocol and each remote port once.
 func ValidatePorts(ports []PortMapping) error {
 	if len(ports) == 0 {
 		return errors.New("a bridge needs at least one port mapping (remote:local)")
@@ -94,6 +144,11 @@ func ValidatePorts(ports []PortMapping) error {
 	for _, p := range ports {
 		if p.Remote == 0 || p.Local == 0 {
 			return fmt.Errorf("port mapping %s: ports must be 1-65535", p)
+		}
+		switch p.Protocol {
+		case "", ProtocolHTTP, ProtocolTCP:
+		default:
+			return fmt.Errorf("port mapping %d:%d: protocol %q: want HTTP or TCP", p.Remote, p.Local, p.Protocol)
 		}
 		if seen[p.Remote] {
 			return fmt.Errorf("remote port %d is mapped twice", p.Remote)
@@ -253,4 +308,26 @@ func isTokenChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// Validate checks a whole bridge: its ports, its rules, and that rules and
+// TCP ports do not meet. Rules select HTTP requests; a TCP port carries
+// whole connections, where there is no request to select, so a bridge with
+// a TCP port takes all of its connections and has no rules.
+func Validate(ports []PortMapping, rules []Rule) error {
+	if err := ValidatePorts(ports); err != nil {
+		return err
+	}
+	if err := ValidateRules(rules); err != nil {
+		return err
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	for _, p := range ports {
+		if p.IsTCP() {
+			return fmt.Errorf("port %d is TCP: header and path rules select HTTP requests and cannot pick a TCP connection; bridge the TCP port in a bridge without rules", p.Remote)
+		}
+	}
+	return nil
 }

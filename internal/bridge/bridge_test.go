@@ -12,10 +12,19 @@ func TestParsePortMapping(t *testing.T) {
 		want    PortMapping
 		wantErr string
 	}{
-		{name: "same port", in: "8155:8155", want: PortMapping{8155, 8155}},
-		{name: "different ports", in: "80:8080", want: PortMapping{80, 8080}},
-		{name: "single port means both", in: "8155", want: PortMapping{8155, 8155}},
-		{name: "highest", in: "65535:1", want: PortMapping{65535, 1}},
+		{name: "same port", in: "8155:8155", want: PortMapping{Remote: 8155, Local: 8155}},
+		{name: "different ports", in: "80:8080", want: PortMapping{Remote: 80, Local: 8080}},
+		{name: "single port means both", in: "8155", want: PortMapping{Remote: 8155, Local: 8155}},
+		{name: "highest", in: "65535:1", want: PortMapping{Remote: 65535, Local: 1}},
+		{name: "tcp", in: "5432:5432/tcp", want: PortMapping{Remote: 5432, Local: 5432, Protocol: ProtocolTCP}},
+		{name: "tcp in capitals", in: "5432:15432/TCP", want: PortMapping{Remote: 5432, Local: 15432, Protocol: ProtocolTCP}},
+		{name: "single port tcp", in: "6379/tcp", want: PortMapping{Remote: 6379, Local: 6379, Protocol: ProtocolTCP}},
+		{name: "http spelled out", in: "80:8080/http", want: PortMapping{Remote: 80, Local: 8080}},
+		{name: "udp", in: "53:53/udp", wantErr: "UDP ports cannot be bridged"},
+		{name: "unknown protocol", in: "80:80/grpc", wantErr: `unknown protocol "grpc": want tcp or http`},
+		{name: "protocol missing", in: "80:80/", wantErr: "the protocol after / is missing"},
+		{name: "protocol twice", in: "80:80/tcp/tcp", wantErr: "unknown protocol"},
+		{name: "only a protocol", in: "/tcp", wantErr: "remote port: missing"},
 		{name: "empty", in: "", wantErr: "remote port: missing"},
 		{name: "no remote", in: ":80", wantErr: "remote port: missing"},
 		{name: "no local", in: "80:", wantErr: "local port: missing"},
@@ -71,6 +80,39 @@ func TestParsePortMappings(t *testing.T) {
 			}
 			if err != nil || len(got) != tt.wantLen {
 				t.Fatalf("got %v, %v; want %d mappings", got, err, tt.wantLen)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	http := []PortMapping{{Remote: 8080, Local: 8080}}
+	tcp := []PortMapping{{Remote: 8080, Local: 8080}, {Remote: 5432, Local: 5432, Protocol: ProtocolTCP}}
+	rule := []Rule{{Headers: []HeaderMatch{{"x-user", Exact, "john"}}}}
+	tests := []struct {
+		name    string
+		ports   []PortMapping
+		rules   []Rule
+		wantErr string
+	}{
+		{name: "http with rules", ports: http, rules: rule},
+		{name: "tcp without rules", ports: tcp},
+		{name: "tcp with rules", ports: tcp, rules: rule, wantErr: "port 5432 is TCP: header and path rules select HTTP requests"},
+		{name: "unknown protocol", ports: []PortMapping{{Remote: 53, Local: 53, Protocol: "UDP"}}, wantErr: `protocol "UDP": want HTTP or TCP`},
+		{name: "bad rule", ports: http, rules: []Rule{{}}, wantErr: "rule 1"},
+		{name: "no ports", rules: rule, wantErr: "at least one port mapping"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Validate(tt.ports, tt.rules)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %v; want error containing %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -202,7 +244,8 @@ func TestClientName(t *testing.T) {
 }
 
 func FuzzParsePortMapping(f *testing.F) {
-	for _, s := range []string{"8155:8155", "80", "0:1", "65535:65535", ":", "1:2:3", "-1:5", "١:2"} {
+	for _, s := range []string{"8155:8155", "80", "0:1", "65535:65535", ":", "1:2:3", "-1:5", "١:2",
+		"5432:5432/tcp", "6379/TCP", "80:80/http", "80:80/", "53:53/udp", "/tcp", "1:2/tcp/x", "1:2/ｔcp"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -212,6 +255,12 @@ func FuzzParsePortMapping(f *testing.F) {
 		}
 		if p.Remote == 0 || p.Local == 0 {
 			t.Fatalf("ParsePortMapping(%q) accepted a zero port: %v", s, p)
+		}
+		if p.Protocol != "" && p.Protocol != ProtocolTCP {
+			t.Fatalf("ParsePortMapping(%q) = %v: protocol %q", s, p, p.Protocol)
+		}
+		if err := ValidatePorts([]PortMapping{p}); err != nil {
+			t.Fatalf("ParsePortMapping(%q) = %v, which does not validate: %v", s, p, err)
 		}
 		back, err := ParsePortMapping(p.String())
 		if err != nil || back != p {

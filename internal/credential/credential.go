@@ -1,8 +1,9 @@
 // Package credential issues and verifies the credential a carrier presents
 // to stowaway: a short-lived JWT the control plane signs (RS256 with an RSA
 // key, or EdDSA with an Ed25519 key) that names the one bridge it is good
-// for. The control plane signs with a Signer and hands stowaway the PEM
-// public keys (PublicKeyPEM); stowaway verifies with a Verifier.
+// for. The control plane signs with a Signer (through a Cache, which hands
+// out each bridge's credential again while it is fresh) and hands stowaway
+// the PEM public keys (PublicKeyPEM); stowaway verifies with a Verifier.
 //
 // Claims:
 //
@@ -155,7 +156,12 @@ func NewSigner(key crypto.Signer, now func() time.Time) (*Signer, error) {
 
 // Issue signs a credential for bridge that expires ttl from now.
 func (s *Signer) Issue(bridge string, ttl time.Duration) (string, error) {
-	now := s.now()
+	tok, _, err := s.issue(bridge, s.now(), ttl)
+	return tok, err
+}
+
+// issue signs a credential issued at now; expires is its "exp".
+func (s *Signer) issue(bridge string, now time.Time, ttl time.Duration) (tok string, expires time.Time, err error) {
 	c := Claims{
 		Bridge: bridge,
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -163,7 +169,11 @@ func (s *Signer) Issue(bridge string, ttl time.Duration) (string, error) {
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		},
 	}
-	return jwt.NewWithClaims(s.method, c).SignedString(s.key)
+	tok, err = jwt.NewWithClaims(s.method, c).SignedString(s.key)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return tok, c.ExpiresAt.Time, nil
 }
 
 // Now is the signer's clock.

@@ -253,6 +253,12 @@ func (h *h2Handler) forwardH2(w http.ResponseWriter, r *http.Request, conn *h2co
 		w.Header().Add("Trailer", k)
 	}
 	w.WriteHeader(resp.StatusCode)
+	// The headers go out now, not with the first piece of the body: in a
+	// full-duplex stream (gRPC, an echo) the client may wait for them
+	// before it sends what the body answers.
+	if fl, ok := w.(http.Flusher); ok {
+		fl.Flush()
+	}
 	fw := &flushWriter{w: w}
 	down, _ := io.Copy(fw, resp.Body)
 	for k, vv := range resp.Trailer {

@@ -1008,3 +1008,99 @@ func TestBindFailureIsNACKed(t *testing.T) {
 		t.Fatalf("old listener after a failed update: %d", resp.StatusCode)
 	}
 }
+
+// TestStreamingBothWays: over HTTP/2, the response (its headers first)
+// reaches the client while the request body is still being sent, as a
+// full-duplex echo or a gRPC bidirectional stream needs; each piece goes
+// through on its own. (HTTP/1.1 requests are relayed whole before their
+// response is read.)
+func TestStreamingBothWays(t *testing.T) {
+	echo := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if r.ProtoMajor == 1 {
+			rc.EnableFullDuplex()
+		}
+		w.Header().Set("X-Got-Proto", r.Proto)
+		w.WriteHeader(http.StatusOK)
+		rc.Flush()
+		buf := make([]byte, 1024)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				rc.Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}))
+	echo.Config.Protocols = new(http.Protocols)
+	echo.Config.Protocols.SetHTTP1(true)
+	echo.Config.Protocols.SetUnencryptedHTTP2(true)
+	echo.Start()
+	defer echo.Close()
+	stow := newStowaway(t)
+	stow.set("demo/echo", echo.Listener.Addr().String())
+	c := startCarrier(t,
+		ct.HTTPListener("http", "127.0.0.1:0", "routes", "fallback"),
+		ct.Routes("routes",
+			ct.To("h2", ct.Prefix("/", ct.Header("x-upstream", "h2")), "echo-h2"),
+			ct.To("bridge", ct.Prefix("/", ct.Header("x-upstream", "bridge")), "bridge"),
+		),
+		ct.Cluster("fallback", echo.Listener.Addr().String()),
+		ct.HTTP2(ct.Cluster("echo-h2", echo.Listener.Addr().String())),
+		ct.HTTP2(ct.BridgeCluster("bridge", stow.addr(), "demo/echo", 8155, "token")),
+	)
+	h2 := h2cClient().Transport.(*http.Transport)
+	defer h2.CloseIdleConnections()
+	tests := []struct {
+		name      string
+		transport *http.Transport
+		upstream  string
+		wantProto string // as the echo got it
+	}{
+		{name: "h2c to h2c", transport: h2, upstream: "h2", wantProto: "HTTP/2.0"},
+		{name: "h2c to an h2c bridge", transport: h2, upstream: "bridge", wantProto: "HTTP/2.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			stop := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) }) // a stuck write ends too
+			defer stop()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("http")+"/echo", pr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.upstream != "" {
+				req.Header.Set("X-Upstream", tt.upstream)
+			}
+			// Nothing of the body is sent before the response headers are in.
+			resp, err := tt.transport.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("response headers while the request body is open: %v", err)
+			}
+			defer resp.Body.Close()
+			if got := resp.Header.Get("X-Got-Proto"); got != tt.wantProto {
+				t.Errorf("the echo got %s, want %s", got, tt.wantProto)
+			}
+			br := bufio.NewReader(resp.Body)
+			for i := range 3 {
+				want := fmt.Sprintf("piece %d\n", i)
+				if _, err := io.WriteString(pw, want); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := br.ReadString('\n'); err != nil || got != want {
+					t.Fatalf("piece %d: %q, %v; want it echoed while the request is open", i, got, err)
+				}
+			}
+			pw.Close()
+			if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+				t.Fatalf("after the request's end: %q, %v", rest, err)
+			}
+		})
+	}
+}

@@ -50,12 +50,15 @@ func newBridgeCmd(a *app) *cobra.Command {
 		Long: `bridge has the cluster carry the traffic of one container of a workload (each
 of its Pods; sidecars keep running) to a local container started with
 gefyra run. --port maps the workload container's port to the local
-container's port. --match-header and --match-path take only matching
+container's port; a port with /tcp (e.g. 5432:5432/tcp) carries whole TCP
+connections (a database, any protocol that is not HTTP) and takes no
+--match-* flags. --match-header and --match-path take only matching
 requests (the rest goes to a copy of the original workload); without them,
 all of the ports' traffic is bridged. It returns once the bridge is active.`,
 		Example: `  gefyra bridge -N myfastapi-demo -n oauth2-demo --deployment oauth2-demo \
       --port 8155:8155 --container-name oauth2-demo-app -I myfastapi
-  gefyra bridge -N myapp --deployment backend --port 8080:8000 --match-header x-user:john`,
+  gefyra bridge -N myapp --deployment backend --port 8080:8000 --match-header x-user:john
+  gefyra bridge -N mydb --deployment orders --port 5432:5432/tcp`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.namespace = a.namespace
 			if err := o.parse(); err != nil {
@@ -70,7 +73,7 @@ all of the ports' traffic is bridged. It returns once the bridge is active.`,
 	f.StringVar(&o.statefulSet, "statefulset", "", "bridge the Pods of this StatefulSet")
 	f.StringVar(&o.daemonSet, "daemonset", "", "bridge the Pods of this DaemonSet")
 	f.StringVar(&o.pod, "pod", "", "bridge this Pod")
-	f.StringArrayVarP(&o.portSpecs, "port", "p", nil, "REMOTE:LOCAL: the workload container's port and the local container's (repeatable)")
+	f.StringArrayVarP(&o.portSpecs, "port", "p", nil, "REMOTE:LOCAL[/tcp]: the workload container's port and the local container's; /tcp carries whole TCP connections instead of HTTP requests (repeatable)")
 	f.StringVar(&o.workloadContainer, "container-name", "", "the workload's container to bridge (needed when the Pod has several, e.g. a sidecar)")
 	f.StringVarP(&o.name, "bridge-name", "I", "", "the bridge's name (default: made from the local container's)")
 	f.StringArrayVar(&o.headers, "match-header", nil, "bridge only requests with this header, NAME:VALUE (repeatable; all must match)")
@@ -145,7 +148,7 @@ func (o *bridgeOptions) parse() error {
 		}
 		o.rules = append(o.rules, bridge.Rule{Headers: rule.Headers, Path: &m})
 	}
-	if err := bridge.ValidateRules(o.rules); err != nil {
+	if err := bridge.Validate(o.ports, o.rules); err != nil {
 		return usagef("%v", err)
 	}
 	if o.name != "" && (!cluster.IsDNSSubdomain(o.name) || len(o.name) > 63) {
@@ -278,7 +281,7 @@ func (o *bridgeOptions) run(ctx context.Context, a *app) error {
 	}
 	spec := make([]bridge.PortMapping, len(ports))
 	for i, p := range ports {
-		spec[i] = bridge.PortMapping{Remote: p.Remote, Local: p.Tunnel}
+		spec[i] = bridge.PortMapping{Remote: p.Remote, Local: p.Tunnel, Protocol: o.ports[i].Protocol}
 		if p.Tunnel != p.Local {
 			u.Info("Port %d of this client's tunnel is in use; carrying port %d through tunnel port %d", p.Local, p.Remote, p.Tunnel)
 		}

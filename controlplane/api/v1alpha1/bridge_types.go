@@ -5,7 +5,7 @@ import (
 )
 
 // PortMapping carries the target container's port Remote to port Local on
-// the developer's side (the CLI's --port remote:local).
+// the developer's side (the CLI's --port remote:local[/tcp]).
 type PortMapping struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
@@ -13,7 +13,24 @@ type PortMapping struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Local int32 `json:"local"`
+	// Protocol is how the port's traffic is carried: HTTP routes each
+	// request (HTTP/1.1, h2c, WebSocket) by the rules; TCP carries whole
+	// connections byte for byte (a database, any protocol that is not
+	// HTTP), which no rule can select.
+	// +kubebuilder:default=HTTP
+	// +optional
+	Protocol PortProtocol `json:"protocol,omitempty"`
 }
+
+// PortProtocol is how a bridged port's traffic is carried.
+// +kubebuilder:validation:Enum=HTTP;TCP
+type PortProtocol string
+
+// The port protocols.
+const (
+	ProtocolHTTP PortProtocol = "HTTP"
+	ProtocolTCP  PortProtocol = "TCP"
+)
 
 // MatchType says how a value is compared.
 // +kubebuilder:validation:Enum=Exact;Prefix;RegularExpression
@@ -55,6 +72,7 @@ type Rule struct {
 }
 
 // GefyraBridgeSpec is one developer's claim on a workload's traffic.
+// +kubebuilder:validation:XValidation:rule="!has(self.rules) || size(self.rules) == 0 || self.ports.all(p, !has(p.protocol) || p.protocol != 'TCP')",message="a bridge with a TCP port cannot have rules: rules select HTTP requests, a TCP port carries whole connections; bridge the TCP port in a bridge without rules"
 type GefyraBridgeSpec struct {
 	// Client is the GefyraClient (in namespace gefyra) that receives the traffic.
 	// +kubebuilder:validation:MinLength=1
@@ -75,7 +93,8 @@ type GefyraBridgeSpec struct {
 	Ports []PortMapping `json:"ports"`
 
 	// Rules pick the requests for the developer: a request matching any rule
-	// is bridged. No rules: all traffic of the ports is bridged.
+	// is bridged. No rules: all traffic of the ports is bridged. A bridge
+	// with a TCP port has no rules.
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=atomic

@@ -11,17 +11,22 @@ import (
 
 // Model returns the bridge's ports and rules in the shared bridge model,
 // validated as carrier will apply them (regular expressions included, which
-// the API server cannot check).
+// the API server cannot check). An empty protocol is HTTP.
 func (s *GefyraBridgeSpec) Model() ([]bridge.PortMapping, []bridge.Rule, error) {
 	ports := make([]bridge.PortMapping, 0, len(s.Ports))
 	for _, p := range s.Ports {
 		if p.Remote < 1 || p.Remote > 65535 || p.Local < 1 || p.Local > 65535 {
 			return nil, nil, fmt.Errorf("port mapping %d:%d: ports must be 1-65535", p.Remote, p.Local)
 		}
-		ports = append(ports, bridge.PortMapping{Remote: uint16(p.Remote), Local: uint16(p.Local)})
-	}
-	if err := bridge.ValidatePorts(ports); err != nil {
-		return nil, nil, err
+		var proto bridge.Protocol // HTTP
+		switch p.Protocol {
+		case "", ProtocolHTTP:
+		case ProtocolTCP:
+			proto = bridge.ProtocolTCP
+		default:
+			return nil, nil, fmt.Errorf("port mapping %d:%d: protocol %q: want HTTP or TCP", p.Remote, p.Local, p.Protocol)
+		}
+		ports = append(ports, bridge.PortMapping{Remote: uint16(p.Remote), Local: uint16(p.Local), Protocol: proto})
 	}
 	rules := make([]bridge.Rule, 0, len(s.Rules))
 	for _, r := range s.Rules {
@@ -34,7 +39,7 @@ func (s *GefyraBridgeSpec) Model() ([]bridge.PortMapping, []bridge.Rule, error) 
 		}
 		rules = append(rules, br)
 	}
-	if err := bridge.ValidateRules(rules); err != nil {
+	if err := bridge.Validate(ports, rules); err != nil {
 		return nil, nil, err
 	}
 	return ports, rules, nil
@@ -52,7 +57,11 @@ func matchType(t MatchType, def bridge.MatchType) bridge.MatchType {
 func SpecFromModel(ports []bridge.PortMapping, rules []bridge.Rule) ([]PortMapping, []Rule) {
 	out := make([]PortMapping, 0, len(ports))
 	for _, p := range ports {
-		out = append(out, PortMapping{Remote: int32(p.Remote), Local: int32(p.Local)})
+		proto := ProtocolHTTP
+		if p.IsTCP() {
+			proto = ProtocolTCP
+		}
+		out = append(out, PortMapping{Remote: int32(p.Remote), Local: int32(p.Local), Protocol: proto})
 	}
 	var outRules []Rule
 	for _, r := range rules {

@@ -7,19 +7,26 @@ import (
 
 func TestSpecModel(t *testing.T) {
 	tests := []struct {
-		name    string
-		spec    GefyraBridgeSpec
-		want    string // rules as their model prints, or the error
-		wantErr bool
+		name string
+		spec GefyraBridgeSpec
+		want string // rules as their model prints
+		// wantPorts are the ports as the CLI spells them; empty: not checked.
+		wantPorts string
+		wantErr   bool
 	}{
-		{name: "defaults", spec: GefyraBridgeSpec{Ports: []PortMapping{{8155, 8155}},
+		{name: "defaults", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 8155, Local: 8155}},
 			Rules: []Rule{{Headers: []HeaderMatch{{Name: "x-user", Value: "john"}}, Path: &PathMatch{Value: "/items"}}}},
 			want: "x-user Exact john; path Prefix /items"},
-		{name: "no rules", spec: GefyraBridgeSpec{Ports: []PortMapping{{80, 8080}}}, want: ""},
-		{name: "bad regex the API server cannot check", spec: GefyraBridgeSpec{Ports: []PortMapping{{80, 80}},
+		{name: "no rules", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 80, Local: 8080}}}, want: ""},
+		{name: "bad regex the API server cannot check", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 80, Local: 80}},
 			Rules: []Rule{{Path: &PathMatch{Type: "RegularExpression", Value: "(["}}}}, wantErr: true},
-		{name: "port out of range", spec: GefyraBridgeSpec{Ports: []PortMapping{{0, 80}}}, wantErr: true},
-		{name: "duplicate remote", spec: GefyraBridgeSpec{Ports: []PortMapping{{80, 80}, {80, 81}}}, wantErr: true},
+		{name: "port out of range", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 0, Local: 80}}}, wantErr: true},
+		{name: "tcp port", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 8080, Local: 8080}, {Remote: 5432, Local: 15432, Protocol: ProtocolTCP}}},
+			want: "", wantPorts: "8080:8080 5432:15432/tcp"},
+		{name: "tcp port with rules", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 5432, Local: 5432, Protocol: ProtocolTCP}},
+			Rules: []Rule{{Headers: []HeaderMatch{{Name: "x-user", Value: "john"}}}}}, wantErr: true},
+		{name: "unknown protocol", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 53, Local: 53, Protocol: "UDP"}}}, wantErr: true},
+		{name: "duplicate remote", spec: GefyraBridgeSpec{Ports: []PortMapping{{Remote: 80, Local: 80}, {Remote: 80, Local: 81}}}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,10 +52,26 @@ func TestSpecModel(t *testing.T) {
 			if got := strings.Join(parts, "; "); got != tt.want {
 				t.Fatalf("rules %q, want %q", got, tt.want)
 			}
+			var spelled []string
+			for _, p := range ports {
+				spelled = append(spelled, p.String())
+			}
+			if got := strings.Join(spelled, " "); tt.wantPorts != "" && got != tt.wantPorts {
+				t.Fatalf("ports %q, want %q", got, tt.wantPorts)
+			}
 			// And back: the CLI builds specs from the model.
 			backPorts, backRules := SpecFromModel(ports, rules)
 			if len(backPorts) != len(tt.spec.Ports) || len(backRules) != len(tt.spec.Rules) {
 				t.Fatalf("round trip lost something: %v %v", backPorts, backRules)
+			}
+			for i, p := range backPorts {
+				want := tt.spec.Ports[i]
+				if want.Protocol == "" {
+					want.Protocol = ProtocolHTTP
+				}
+				if p != want {
+					t.Fatalf("port %d: round trip gave %+v, want %+v", i, p, want)
+				}
 			}
 		})
 	}

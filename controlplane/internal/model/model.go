@@ -84,7 +84,10 @@ type Bridge struct {
 	// tunnel address (stowaway forwards there).
 	Client        string
 	ClientAddress netip.Addr
-	Ports         []bridge.PortMapping
+	// Ports map the mount's ports to the client's, each carried as its
+	// protocol says (HTTP requests by the rules, or whole TCP
+	// connections).
+	Ports []bridge.PortMapping
 	// Rules select the requests; none means all.
 	Rules []bridge.Rule
 	// Local is the developer's own name for the local side, passed through.

@@ -15,6 +15,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	httpupv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -86,6 +87,7 @@ func checkCarrier(t *testing.T, n *Node) []bridgeCluster {
 		}
 	}
 	addrs := map[string]bool{}
+	tcpClusters, httpClusters := map[string]bool{}, map[string]bool{}
 	for _, l := range n.Listeners {
 		sa := l.GetAddress().GetSocketAddress()
 		key := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
@@ -100,19 +102,66 @@ func checkCarrier(t *testing.T, n *Node) []bridgeCluster {
 		if len(l.FilterChains) != 1 || len(l.FilterChains[0].Filters) != 1 {
 			t.Fatalf("node %s: listener %s: want one chain with one filter", n.ID, l.Name)
 		}
-		var hcm hcmv3.HttpConnectionManager
-		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-			t.Fatalf("node %s: listener %s: %v", n.ID, l.Name, err)
+		f := l.FilterChains[0].Filters[0]
+		switch f.GetTypedConfig().MessageName() {
+		case "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":
+			var tp tcpv3.TcpProxy
+			if err := f.GetTypedConfig().UnmarshalTo(&tp); err != nil {
+				t.Fatalf("node %s: listener %s: %v", n.ID, l.Name, err)
+			}
+			c := clusters[tp.GetCluster()]
+			if c == nil || c.GetMetadata().GetFilterMetadata()[MetadataKey] == nil {
+				t.Errorf("node %s: TCP listener %s goes to %q, which is not a bridge cluster", n.ID, l.Name, tp.GetCluster())
+			}
+			if tp.GetIdleTimeout() == nil || tp.GetIdleTimeout().AsDuration() != 0 {
+				t.Errorf("node %s: TCP listener %s has an idle timeout %v", n.ID, l.Name, tp.GetIdleTimeout())
+			}
+			if f.GetName() != "envoy.filters.network.tcp_proxy" {
+				t.Errorf("node %s: TCP listener %s: filter name %q", n.ID, l.Name, f.GetName())
+			}
+			tcpClusters[tp.GetCluster()], tcpClusters[fb] = true, true
+		default:
+			var hcm hcmv3.HttpConnectionManager
+			if err := f.GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+				t.Fatalf("node %s: listener %s: %v", n.ID, l.Name, err)
+			}
+			if !routes[hcm.GetRds().GetRouteConfigName()] {
+				t.Errorf("node %s: listener %s routes by %q, which is not sent", n.ID, l.Name, hcm.GetRds().GetRouteConfigName())
+			}
+			for _, rc := range n.Routes {
+				if rc.Name != hcm.GetRds().GetRouteConfigName() {
+					continue
+				}
+				for _, vh := range rc.VirtualHosts {
+					for _, r := range vh.Routes {
+						if c := r.GetRoute().GetCluster(); c != "" {
+							httpClusters[c] = true
+						}
+					}
+				}
+			}
 		}
-		if !routes[hcm.GetRds().GetRouteConfigName()] {
-			t.Errorf("node %s: listener %s routes by %q, which is not sent", n.ID, l.Name, hcm.GetRds().GetRouteConfigName())
+	}
+	for c := range tcpClusters {
+		if httpClusters[c] {
+			t.Errorf("node %s: cluster %s serves both an HTTP and a TCP listener", n.ID, c)
 		}
 	}
 	var out []bridgeCluster
 	for _, c := range n.Clusters {
 		var po httpupv3.HttpProtocolOptions
-		if err := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].UnmarshalTo(&po); err != nil || po.GetUseDownstreamProtocolConfig() == nil {
-			t.Errorf("node %s: cluster %s does not speak the client's protocol upstream: %v", n.ID, c.Name, err)
+		switch {
+		case tcpClusters[c.Name]:
+			if len(c.GetTypedExtensionProtocolOptions()) > 0 {
+				t.Errorf("node %s: cluster %s of a TCP port has HTTP options", n.ID, c.Name)
+			}
+		case !httpClusters[c.Name]:
+			t.Errorf("node %s: cluster %s is used by no listener", n.ID, c.Name)
+		default:
+			err := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].UnmarshalTo(&po)
+			if err != nil || po.GetUseDownstreamProtocolConfig() == nil {
+				t.Errorf("node %s: cluster %s does not speak the client's protocol upstream: %v", n.ID, c.Name, err)
+			}
 		}
 		md := c.GetMetadata().GetFilterMetadata()[MetadataKey]
 		if c.GetType() == clusterv3.Cluster_EDS {

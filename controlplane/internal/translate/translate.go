@@ -1,12 +1,13 @@
 // Package translate turns the control plane's model into the xDS resources
 // each data-plane node gets: a pure, deterministic function of the model
-// and Options (the credential signer's clock included), so the same inputs
-// give byte-identical resources and the same version string.
+// and Options (the credential signer's clock included, and the
+// credentials a cache in Options still holds), so the same inputs give
+// byte-identical resources and the same version string.
 //
 // # Carrier (node ID "namespace/pod", one per Pod of a mount)
 //
 // For every declared TCP port P of the Pod's mount (UDP and SCTP ports are
-// left alone):
+// left alone) that no bridge carries as raw TCP:
 //
 //	Listener              "port-P"   0.0.0.0:P, one HttpConnectionManager
 //	                                 (codec AUTO: HTTP/1.1 and h2c; routes
@@ -29,19 +30,41 @@
 //	Cluster  "bridge/NS/NAME/P"      per bridge and mapped port: STATIC (or
 //	                                 STRICT_DNS for a host name) at
 //	                                 Options.RelayAddress, metadata
-//	                                 gefyra.{bridge, port, credential}
+//	                                 gefyra.{bridge, port, credential},
+//	                                 upstream protocol as the client's
 //
-// kubelet's HTTP probes are answered by carrier itself: sent to a bridge,
-// they would fail whenever the developer's side is down or stopped at a
-// breakpoint, and kubelet would take the Pod out of its Services and
-// restart carrier.
+// For a port P that a bridge maps with protocol TCP:
+//
+//	Listener              "port-P"   0.0.0.0:P, one TcpProxy (stat prefix
+//	                                 "port-P", no idle timeout: connection
+//	                                 pools keep connections idle for long)
+//	                                 to "bridge/NS/NAME/P"; metadata
+//	                                 gefyra.fallback_cluster = "fallback-P",
+//	                                 where carrier sends a connection whose
+//	                                 bridge cannot be reached
+//	Cluster               "fallback-P"  EDS, as above, without HTTP options
+//	ClusterLoadAssignment "fallback-P"
+//	Cluster  "bridge/NS/NAME/P"      as above, without HTTP options
+//
+// A TCP port carries whole connections, which no rule can select: one
+// bridge has it (model.ClaimPorts decides, bridges by namespace/name). A
+// bridge that would share a TCP port, carry a port another way than the
+// bridge that took it first, or has rules and a TCP port is left out,
+// with a warning, on every node. kubelet's HTTP probes on a TCP port reach
+// the bridge (carrier cannot tell them from other connections); TCP probes
+// only need the port to accept.
+//
+// kubelet's HTTP probes of an HTTP port are answered by carrier itself:
+// sent to a bridge, they would fail whenever the developer's side is down
+// or stopped at a breakpoint, and kubelet would take the Pod out of its
+// Services and restart carrier.
 //
 // A route for a rule matches its path (Exact: path; Prefix: whole path
 // segments, Gateway API style, as path_separated_prefix; RegularExpression:
 // safe_regex, the whole path) and all its headers (names lower-cased; Exact,
 // Prefix or safe_regex on the value). A rule without a path matches every
-// path. Every listener is HTTP: a port that speaks something else cannot be
-// mounted yet (the model does not say which ports are not HTTP).
+// path. A port no bridge maps as TCP is HTTP: a mounted port that speaks
+// something else reaches the fallback only once a bridge maps it as TCP.
 //
 // # Stowaway (node ID Options.StowawayNodeID, default "gefyra/stowaway")
 //
@@ -68,6 +91,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -82,6 +106,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	httpupv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	runtimev3 "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -122,6 +147,11 @@ type Options struct {
 	// Signer issues the bridge credentials; its clock is the
 	// translation's clock.
 	Signer *credential.Signer
+	// Credentials, if set, hands out the bridge credentials instead,
+	// reusing each while it is fresh, so a node's resources and version
+	// stay the same until a credential it holds is renewed. It must issue
+	// with Signer.
+	Credentials *credential.Cache
 	// CredentialTTL is each credential's lifetime (default 10 minutes).
 	CredentialTTL time.Duration
 	// CredentialKeys are more PEM public keys stowaway accepts besides the
@@ -153,7 +183,8 @@ func (s *Snapshot) Node(id string) *Node {
 	return s.Nodes[i]
 }
 
-// Node is one node's resources, each slice sorted by name.
+// Node is one node's resources, each slice sorted by name. The nodes of
+// one mount share their resources and Bridges: treat them as read-only.
 type Node struct {
 	ID   string
 	Kind string // KindCarrier or KindStowaway
@@ -167,7 +198,8 @@ type Node struct {
 	// Bridges are the bridges (namespace/name) configured on this node,
 	// each with the fingerprint of its model (BridgeFingerprint).
 	Bridges map[string]string
-	// Version is a digest of the resources: equal resources, equal version.
+	// Version is a digest of the resources and of Bridges: equal
+	// resources and bridges, equal version.
 	Version string
 }
 
@@ -253,7 +285,7 @@ func Translate(m *model.Model, o Options) (*Snapshot, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	t := &translation{m: m, o: o, creds: map[string]string{}}
+	t := &translation{m: m, o: o, creds: map[string]string{}, leftOut: map[string]bool{}}
 	// Only bridges need the relay: without one, stowaway and carriers get
 	// their configuration even while the relay's address is unknown.
 	t.relay, t.relayErr = relayEndpoint(o.RelayAddress)
@@ -275,6 +307,18 @@ func Translate(m *model.Model, o Options) (*Snapshot, error) {
 			}
 		}
 		slices.SortFunc(bridges, func(a, b *model.Bridge) int { return cmp.Compare(a.Key(), b.Key()) })
+		claims := model.ClaimPorts(bridges)
+		bridges = slices.DeleteFunc(bridges, func(b *model.Bridge) bool {
+			reason, refused := claims.Refused[b.Key()]
+			if refused {
+				t.warn("bridge %s left out: %s", b.Key(), reason)
+				t.leftOut[b.Key()] = true
+			}
+			return refused
+		})
+		// Every Pod of a mount gets the same resources: translated once,
+		// the messages shared by the mount's nodes.
+		var shared *Node
 		for _, p := range mt.Pods {
 			id := p.NodeID()
 			if other, dup := owner[id]; dup {
@@ -282,11 +326,17 @@ func Translate(m *model.Model, o Options) (*Snapshot, error) {
 				continue
 			}
 			owner[id] = mt.Key()
-			n, err := t.carrier(id, mt, bridges)
-			if err != nil {
-				return nil, fmt.Errorf("translate: node %s: %w", id, err)
+			if shared == nil {
+				if shared, err = t.carrier(id, mt, bridges, claims.TCP); err == nil {
+					shared.Version, err = version(shared)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("translate: node %s: %w", id, err)
+				}
 			}
-			byNode[id] = n
+			n := *shared
+			n.ID = id
+			byNode[id] = &n
 		}
 	}
 	st, err := t.stowaway()
@@ -296,16 +346,19 @@ func Translate(m *model.Model, o Options) (*Snapshot, error) {
 	if byNode[st.ID] != nil {
 		return nil, fmt.Errorf("translate: stowaway's node ID %s is also a carrier's", st.ID)
 	}
+	if st.Version, err = version(st); err != nil {
+		return nil, fmt.Errorf("translate: stowaway: %w", err)
+	}
 	byNode[st.ID] = st
 	for _, n := range byNode {
-		if n.Version, err = version(n); err != nil {
-			return nil, fmt.Errorf("translate: node %s: %w", n.ID, err)
-		}
 		snap.Nodes = append(snap.Nodes, n)
 	}
 	slices.SortFunc(snap.Nodes, func(a, b *Node) int { return cmp.Compare(a.ID, b.ID) })
 	if len(t.creds) > 0 {
 		snap.Expires = o.Signer.Now().Add(o.CredentialTTL)
+		if o.Credentials != nil {
+			snap.Expires = t.expires
+		}
 	}
 	slices.Sort(t.warnings)
 	snap.Warnings = slices.Compact(t.warnings)
@@ -315,6 +368,9 @@ func Translate(m *model.Model, o Options) (*Snapshot, error) {
 func (o *Options) defaults() error {
 	if o.Signer == nil {
 		return errors.New("translate: no credential signer")
+	}
+	if o.Credentials != nil && o.Credentials.Signer() != o.Signer {
+		return errors.New("translate: the credential cache issues with another signer")
 	}
 	if o.CredentialTTL <= 0 {
 		o.CredentialTTL = DefaultCredentialTTL
@@ -358,6 +414,8 @@ type translation struct {
 	relay    relayAddr
 	relayErr error
 	creds    map[string]string // bridge key -> credential
+	expires  time.Time         // of the first credential to expire, with Options.Credentials
+	leftOut  map[string]bool   // bridge keys left out on every node
 	warnings []string
 }
 
@@ -369,7 +427,18 @@ func (t *translation) credential(b *model.Bridge) (string, error) {
 	if c, ok := t.creds[b.Key()]; ok {
 		return c, nil
 	}
-	c, err := t.o.Signer.Issue(b.Key(), t.o.CredentialTTL)
+	var c string
+	var err error
+	if t.o.Credentials != nil {
+		var cr credential.Credential
+		cr, err = t.o.Credentials.Issue(b.Key(), t.o.CredentialTTL)
+		if err == nil && (t.expires.IsZero() || cr.Expires.Before(t.expires)) {
+			t.expires = cr.Expires
+		}
+		c = cr.Token
+	} else {
+		c, err = t.o.Signer.Issue(b.Key(), t.o.CredentialTTL)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -380,7 +449,7 @@ func (t *translation) credential(b *model.Bridge) (string, error) {
 	return c, nil
 }
 
-func (t *translation) carrier(id string, mt *model.Mount, bridges []*model.Bridge) (*Node, error) {
+func (t *translation) carrier(id string, mt *model.Mount, bridges []*model.Bridge, tcp map[uint16]*model.Bridge) (*Node, error) {
 	n := &Node{ID: id, Kind: KindCarrier, Bridges: map[string]string{}}
 	for _, b := range bridges {
 		n.Bridges[b.Key()] = BridgeFingerprint(b)
@@ -392,42 +461,14 @@ func (t *translation) carrier(id string, mt *model.Mount, bridges []*model.Bridg
 		}
 		seen[p.Port] = true
 		fb := fallbackName(p.Port)
-		l, err := httpListener(p.Port, fb)
-		if err != nil {
-			return nil, err
-		}
-		n.Listeners = append(n.Listeners, l)
-		rc := &routev3.RouteConfiguration{Name: listenerName(p.Port)}
-		vh := &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{probeRoute()}}
-		for _, b := range bridges {
-			i := slices.IndexFunc(b.Ports, func(pm bridge.PortMapping) bool { return pm.Remote == p.Port })
-			if i < 0 {
-				continue
-			}
-			cl := BridgeClusterName(b.Key(), p.Port)
-			routes, err := bridgeRoutes(b, cl)
-			if err != nil {
-				return nil, fmt.Errorf("bridge %s: %w", b.Key(), err)
-			}
-			vh.Routes = append(vh.Routes, routes...)
-			cred, err := t.credential(b)
-			if err != nil {
-				return nil, fmt.Errorf("bridge %s: credential: %w", b.Key(), err)
-			}
-			c, err := t.bridgeCluster(cl, b.Key(), p.Port, cred)
-			if err != nil {
+		if owner := tcp[p.Port]; owner != nil {
+			if err := t.tcpPort(n, p.Port, owner); err != nil {
 				return nil, err
 			}
-			n.Clusters = append(n.Clusters, c)
+		} else if err := t.httpPort(n, p.Port, bridges); err != nil {
+			return nil, err
 		}
-		vh.Routes = append(vh.Routes, &routev3.Route{
-			Name:   "fallback",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: routeTo(fb),
-		})
-		rc.VirtualHosts = []*routev3.VirtualHost{vh}
-		n.Routes = append(n.Routes, rc)
-		fc, err := t.fallbackCluster(fb)
+		fc, err := t.fallbackCluster(fb, tcp[p.Port] == nil)
 		if err != nil {
 			return nil, err
 		}
@@ -445,6 +486,60 @@ func (t *translation) carrier(id string, mt *model.Mount, bridges []*model.Bridg
 		return cmp.Compare(a.ClusterName, b.ClusterName)
 	})
 	return n, nil
+}
+
+// httpPort adds the listener, routes and bridge clusters of HTTP port port.
+func (t *translation) httpPort(n *Node, port uint16, bridges []*model.Bridge) error {
+	fb := fallbackName(port)
+	l, err := httpListener(port, fb)
+	if err != nil {
+		return err
+	}
+	n.Listeners = append(n.Listeners, l)
+	rc := &routev3.RouteConfiguration{Name: listenerName(port)}
+	vh := &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{probeRoute()}}
+	for _, b := range bridges {
+		i := slices.IndexFunc(b.Ports, func(pm bridge.PortMapping) bool { return pm.Remote == port })
+		if i < 0 {
+			continue
+		}
+		cl := BridgeClusterName(b.Key(), port)
+		routes, err := bridgeRoutes(b, cl)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", b.Key(), err)
+		}
+		vh.Routes = append(vh.Routes, routes...)
+		c, err := t.bridgeCluster(cl, b, port, true)
+		if err != nil {
+			return err
+		}
+		n.Clusters = append(n.Clusters, c)
+	}
+	vh.Routes = append(vh.Routes, &routev3.Route{
+		Name:   "fallback",
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: routeTo(fb),
+	})
+	rc.VirtualHosts = []*routev3.VirtualHost{vh}
+	n.Routes = append(n.Routes, rc)
+	return nil
+}
+
+// tcpPort adds the listener and bridge cluster of port port, which bridge
+// owner carries as raw TCP.
+func (t *translation) tcpPort(n *Node, port uint16, owner *model.Bridge) error {
+	cl := BridgeClusterName(owner.Key(), port)
+	l, err := tcpListener(port, cl, fallbackName(port))
+	if err != nil {
+		return err
+	}
+	n.Listeners = append(n.Listeners, l)
+	c, err := t.bridgeCluster(cl, owner, port, false)
+	if err != nil {
+		return err
+	}
+	n.Clusters = append(n.Clusters, c)
+	return nil
 }
 
 func lbEndpoints(ips []netip.Addr, port uint16) []*endpointv3.LbEndpoint {
@@ -522,6 +617,31 @@ func httpListener(port uint16, fallback string) (*listenerv3.Listener, error) {
 		Metadata: md,
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
+		}}}},
+	}, nil
+}
+
+func tcpListener(port uint16, cluster, fallback string) (*listenerv3.Listener, error) {
+	name := listenerName(port)
+	tc, err := anyOf(&tcpv3.TcpProxy{
+		StatPrefix:       name,
+		ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster},
+		IdleTimeout:      durationpb.New(0),
+	})
+	if err != nil {
+		return nil, err
+	}
+	md, err := gefyraMetadata(map[string]any{"fallback_cluster": fallback})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:     name,
+		Address:  socketAddress("0.0.0.0", uint32(port)),
+		Metadata: md,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.tcp_proxy",
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
 		}}}},
 	}, nil
@@ -643,10 +763,15 @@ func downstreamProtocol() (map[string]*anypb.Any, error) {
 	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": a}, nil
 }
 
-func (t *translation) fallbackCluster(name string) (*clusterv3.Cluster, error) {
-	po, err := downstreamProtocol()
-	if err != nil {
-		return nil, err
+// fallbackCluster is the fallback of a port; http says whether the port
+// carries HTTP (and so the cluster speaks the client's HTTP version).
+func (t *translation) fallbackCluster(name string, http bool) (*clusterv3.Cluster, error) {
+	var po map[string]*anypb.Any
+	if http {
+		var err error
+		if po, err = downstreamProtocol(); err != nil {
+			return nil, err
+		}
 	}
 	return &clusterv3.Cluster{
 		Name:                          name,
@@ -657,15 +782,23 @@ func (t *translation) fallbackCluster(name string) (*clusterv3.Cluster, error) {
 	}, nil
 }
 
-func (t *translation) bridgeCluster(name, bridgeKey string, port uint16, cred string) (*clusterv3.Cluster, error) {
+// bridgeCluster is the cluster of port port of bridge b; http as for
+// fallbackCluster.
+func (t *translation) bridgeCluster(name string, b *model.Bridge, port uint16, http bool) (*clusterv3.Cluster, error) {
 	if t.relayErr != nil {
 		return nil, t.relayErr
 	}
-	po, err := downstreamProtocol()
+	cred, err := t.credential(b)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bridge %s: credential: %w", b.Key(), err)
 	}
-	md, err := gefyraMetadata(map[string]any{"bridge": bridgeKey, "port": float64(port), "credential": cred})
+	var po map[string]*anypb.Any
+	if http {
+		if po, err = downstreamProtocol(); err != nil {
+			return nil, err
+		}
+	}
+	md, err := gefyraMetadata(map[string]any{"bridge": b.Key(), "port": float64(port), "credential": cred})
 	if err != nil {
 		return nil, err
 	}
@@ -774,7 +907,7 @@ func (t *translation) stowaway() (*Node, error) {
 	}
 	slices.SortFunc(bridges, func(a, b *model.Bridge) int { return cmp.Compare(a.Key(), b.Key()) })
 	for _, b := range bridges {
-		if err := wire.ValidateBridge(b.Key()); err != nil || b.Client == "" {
+		if err := wire.ValidateBridge(b.Key()); err != nil || b.Client == "" || t.leftOut[b.Key()] {
 			continue // warned about with the carriers, or names no client
 		}
 		sb := stowawayBridge{Name: b.Key(), Peer: b.Client}
@@ -822,21 +955,31 @@ func runtime(name string, c stowawayConfig) (*runtimev3.Runtime, error) {
 	return &runtimev3.Runtime{Name: name, Layer: &layer}, nil
 }
 
-// version digests the node's resources, marshalled deterministically.
+// version digests the node's resources, marshalled deterministically, and
+// the fingerprints of the bridges they configure: a bridge change that
+// leaves a node's resources as they were (a rule, for stowaway) still gives
+// the node a new version to acknowledge, and so the bridge's readiness an
+// acknowledgement of the bridge as it is now.
 func version(n *Node) (string, error) {
 	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	for _, m := range n.Messages() {
-		b, err := opts.Marshal(m)
-		if err != nil {
-			return "", err
-		}
+	write := func(b []byte) {
 		var l [8]byte
 		for i := range l {
 			l[i] = byte(len(b) >> (8 * i))
 		}
 		h.Write(l[:])
 		h.Write(b)
+	}
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, m := range n.Messages() {
+		b, err := opts.Marshal(m)
+		if err != nil {
+			return "", err
+		}
+		write(b)
+	}
+	for _, key := range slices.Sorted(maps.Keys(n.Bridges)) {
+		write([]byte(key + "=" + n.Bridges[key]))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12]), nil
 }

@@ -266,6 +266,24 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 
+	// A rule change leaves stowaway's resources as they were, but not its
+	// version: stowaway must acknowledge the bridge as it is now.
+	m4, _ := readInput(t, "testdata/in/rules.yaml")
+	m4.Bridges[0].Rules[0].Headers[0].Value = "carol"
+	e, err := Translate(m4, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, st4 := a.Node(DefaultStowawayNodeID), e.Node(DefaultStowawayNodeID)
+	for i := range st.Runtimes {
+		if !proto.Equal(st.Runtimes[i], st4.Runtimes[i]) {
+			t.Fatalf("a rule change changed stowaway's runtime %s", st.Runtimes[i].Name)
+		}
+	}
+	if st.Version == st4.Version {
+		t.Error("a rule change did not change stowaway's version")
+	}
+
 	// Time moves on: new credentials, new carrier versions.
 	later := o
 	later.Signer, _ = credential.NewSigner(ed25519.NewKeyFromSeed(make([]byte, 32)), func() time.Time { return testClock.Add(5 * time.Minute) })

@@ -4,9 +4,13 @@
 // node (go-control-plane's snapshot cache, state of the world).
 //
 // Only consistent snapshots are published; when a translation fails the
-// last good snapshots stay and the failure is counted. Bridge credentials
-// are short-lived, so the last model is translated again at half their
-// lifetime and the new credentials pushed.
+// last good snapshots stay and the failure is counted. A node whose
+// version did not change is sent nothing, and a node whose version changed
+// is sent only the resource types that changed (see newSnapshot). Bridge
+// credentials are short-lived: each is reused until it nears half its
+// lifetime (see credential.Cache), so a node whose configuration did not
+// change keeps its version, and the last model is translated again when
+// the first of them reaches half its lifetime, to push the renewed ones.
 //
 // Every stream is authenticated (see controlplane/internal/auth): a stream
 // without a good token ends with codes.Unauthenticated, one whose node ID
@@ -45,6 +49,7 @@ import (
 	"gefyra.dev/gefyra/controlplane/internal/auth"
 	"gefyra.dev/gefyra/controlplane/internal/model"
 	"gefyra.dev/gefyra/controlplane/internal/translate"
+	"gefyra.dev/gefyra/internal/credential"
 )
 
 // Config configures a Server.
@@ -92,13 +97,13 @@ type streamState struct {
 	identity auth.Identity
 	node     string
 	kind     string
-	nonces   map[string]string // response nonce -> version
+	nonces   map[string]string // response nonce -> node version sent
 	acked    map[string]string // type URL -> version the node has
 }
 
 // nodeState is what this replica knows of one node.
 type nodeState struct {
-	streams  int
+	streams  map[int64]*streamState  // the node's open streams
 	current  string                  // version of the node's snapshot
 	versions map[string]*versionInfo // the last few versions set
 	status   NodeStatus
@@ -106,6 +111,7 @@ type nodeState struct {
 
 type versionInfo struct {
 	bridges  map[string]string
+	types    map[string]string // type URL -> version of the type (see newSnapshot)
 	setAt    time.Time
 	seq      uint64
 	observed bool // push latency recorded
@@ -141,6 +147,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Translate.CredentialTTL <= 0 {
 		cfg.Translate.CredentialTTL = translate.DefaultCredentialTTL
 	}
+	if cfg.Translate.Credentials == nil {
+		// Unchanged nodes keep their credentials, and so their version:
+		// they are not sent anything when another node's changes.
+		creds, err := credential.NewCache(cfg.Translate.Signer, 0)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Translate.Credentials = creds
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Log,
@@ -168,6 +183,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil, status.Error(codes.Unimplemented, "only the aggregated discovery stream is served")
 		}),
 		grpc.MaxConcurrentStreams(1<<16),
+		grpc.SharedWriteBuffer(true),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
@@ -246,6 +262,11 @@ func (s *Server) push(ctx context.Context) error {
 		opts.RelayAddress, relayErr = s.cfg.Relay(ctx)
 	}
 	snap, err := translate.Translate(m, opts)
+	bridges := make(map[string]bool, len(m.Bridges))
+	for i := range m.Bridges {
+		bridges[m.Bridges[i].Key()] = true
+	}
+	opts.Credentials.Retain(func(b string) bool { return bridges[b] })
 	if err != nil && relayErr != nil {
 		err = fmt.Errorf("%w (finding stowaway's relay: %v)", err, relayErr)
 	}
@@ -257,6 +278,14 @@ func (s *Server) push(ctx context.Context) error {
 	now := time.Now()
 	var failed []error
 	want := map[string]bool{}
+	// Nodes with equal versions have equal resources (the Pods of a mount
+	// share them): one cache snapshot serves them all.
+	type built struct {
+		cs    *cache.Snapshot
+		types map[string]string
+		err   error
+	}
+	snapshots := map[string]built{}
 	for _, n := range snap.Nodes {
 		want[n.ID] = true
 		s.mu.Lock()
@@ -264,12 +293,14 @@ func (s *Server) push(ctx context.Context) error {
 		same := ns.current == n.Version
 		s.mu.Unlock()
 		if same {
-			continue
+			continue // the cache would send nothing for the same version
 		}
-		cs, err := cache.NewSnapshot(n.Version, n.Resources())
-		if err == nil {
-			err = cs.Consistent()
+		b, ok := snapshots[n.Version]
+		if !ok {
+			b.cs, b.types, b.err = newSnapshot(n)
+			snapshots[n.Version] = b
 		}
+		err := b.err
 		if err == nil {
 			s.mu.Lock()
 			// Recorded before the cache sends it, so the ACK finds it.
@@ -277,7 +308,8 @@ func (s *Server) push(ctx context.Context) error {
 			for _, v := range ns.versions {
 				seq = max(seq, v.seq)
 			}
-			ns.versions[n.Version] = &versionInfo{bridges: n.Bridges, setAt: now, seq: seq + 1}
+			vi := &versionInfo{bridges: n.Bridges, types: b.types, setAt: now, seq: seq + 1}
+			ns.versions[n.Version] = vi
 			if len(ns.versions) > maxVersions {
 				oldest := ""
 				for v, vi := range ns.versions {
@@ -288,8 +320,16 @@ func (s *Server) push(ctx context.Context) error {
 				delete(ns.versions, oldest)
 			}
 			ns.current = n.Version
+			// A node that has every type of the version already (back
+			// to what it had, after refusing the version in between)
+			// is sent nothing: it is at the version now.
+			for _, st := range ns.streams {
+				if st.has(vi) {
+					s.reached(ns, st.kind, n.Version, vi, held, now)
+				}
+			}
 			s.mu.Unlock()
-			err = s.cache.SetSnapshot(ctx, n.ID, cs)
+			err = s.cache.SetSnapshot(ctx, n.ID, b.cs)
 		}
 		if err != nil {
 			s.metrics.pushErrors.WithLabelValues("snapshot").Inc()
@@ -303,7 +343,7 @@ func (s *Server) push(ctx context.Context) error {
 		if !want[id] {
 			gone = append(gone, id)
 			ns.current = ""
-			if ns.streams == 0 {
+			if len(ns.streams) == 0 {
 				delete(s.nodes, id)
 			}
 		}
@@ -323,9 +363,9 @@ func (s *Server) push(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if !snap.Expires.IsZero() {
-		// Renew at half the credentials' lifetime.
-		issued := snap.Expires.Add(-s.cfg.Translate.CredentialTTL)
-		s.scheduleRefresh(issued.Add(s.cfg.Translate.CredentialTTL / 2))
+		// Renew when the first credential is half-way through its
+		// lifetime: the cache renews it then, with those due soon after.
+		s.scheduleRefresh(snap.Expires.Add(-s.cfg.Translate.CredentialTTL / 2))
 	}
 	s.changed()
 	return errors.Join(failed...)
@@ -370,11 +410,24 @@ func (s *Server) changed() {
 	}
 }
 
+// version returns the newest version set for the node that match says
+// yes to, and its information; "" and nil if none does.
+func (ns *nodeState) version(match func(*versionInfo) bool) (string, *versionInfo) {
+	var v string
+	var found *versionInfo
+	for ver, vi := range ns.versions {
+		if (found == nil || vi.seq > found.seq) && match(vi) {
+			v, found = ver, vi
+		}
+	}
+	return v, found
+}
+
 // node returns the state of id, creating it; s.mu is held.
 func (s *Server) node(id string) *nodeState {
 	ns := s.nodes[id]
 	if ns == nil {
-		ns = &nodeState{versions: map[string]*versionInfo{}}
+		ns = &nodeState{streams: map[int64]*streamState{}, versions: map[string]*versionInfo{}}
 		s.nodes[id] = ns
 	}
 	return ns
@@ -391,7 +444,7 @@ func (s *Server) Nodes() map[string]NodeStatus {
 			continue
 		}
 		st := ns.status
-		st.Connected = ns.streams > 0
+		st.Connected = len(ns.streams) > 0
 		st.Bridges = maps.Clone(st.Bridges)
 		st.RejectedBridges = slices.Clone(st.RejectedBridges)
 		out[id] = st
@@ -425,11 +478,11 @@ func (s *Server) OnStreamClosed(id int64, _ *corev3.Node) {
 	delete(s.streams, id)
 	if st != nil && st.node != "" {
 		if ns := s.nodes[st.node]; ns != nil {
-			ns.streams--
-			if ns.streams == 0 {
+			delete(ns.streams, id)
+			if len(ns.streams) == 0 {
 				s.metrics.connected.WithLabelValues(st.kind).Dec()
 			}
-			ns.status.Connected = ns.streams > 0
+			ns.status.Connected = len(ns.streams) > 0
 		}
 	}
 	s.mu.Unlock()
@@ -468,8 +521,8 @@ func (s *Server) request(id int64, req *discoveryv3.DiscoveryRequest) (changed b
 		}
 		st.node, st.kind = nodeID, s.kind(nodeID)
 		ns := s.node(nodeID)
-		ns.streams++
-		if ns.streams == 1 {
+		ns.streams[id] = st
+		if len(ns.streams) == 1 {
 			s.metrics.connected.WithLabelValues(st.kind).Inc()
 		}
 		ns.status.Connected = true
@@ -492,29 +545,54 @@ func (s *Server) request(id int64, req *discoveryv3.DiscoveryRequest) (changed b
 		ns.status.Updated = now
 		return true, nil
 	}
-	v := req.GetVersionInfo()
-	if v == "" {
+	if req.GetVersionInfo() == "" {
 		return false, nil
 	}
-	st.acked[req.GetTypeUrl()] = v
-	for _, t := range translate.Types(st.kind) {
-		if st.acked[t] != v {
-			return false, nil // not every type is at v yet
+	st.acked[req.GetTypeUrl()] = req.GetVersionInfo()
+	// The node is at the version whose every type it has; none while it
+	// has some types of one and some of another (or a version from before
+	// this replica's time: a new one is on its way).
+	v, vi := ns.version(st.has)
+	if vi == nil {
+		return false, nil
+	}
+	how := reconnected
+	if req.GetResponseNonce() != "" {
+		how = acknowledged
+	}
+	return s.reached(ns, st.kind, v, vi, how, now), nil
+}
+
+// has reports whether the stream's node has every type of vi at its
+// version; s.mu is held.
+func (st *streamState) has(vi *versionInfo) bool {
+	for t, tv := range vi.types {
+		if st.acked[t] != tv {
+			return false
 		}
 	}
-	vi := ns.versions[v]
-	if vi == nil {
-		return false, nil // from before this replica's time; a new one is on its way
-	}
-	if req.GetResponseNonce() != "" && !vi.observed {
+	return true
+}
+
+// How a node came to a version.
+const (
+	acknowledged = iota // it acknowledged a response
+	reconnected         // its stream opened naming the versions it kept
+	held                // it had every type of the version already
+)
+
+// reached records that the node is at version v; s.mu is held. It
+// reports whether the node's status changed.
+func (s *Server) reached(ns *nodeState, kind, v string, vi *versionInfo, how int, now time.Time) bool {
+	if how == acknowledged && !vi.observed {
 		vi.observed = true
-		s.metrics.latency.WithLabelValues(st.kind).Observe(now.Sub(vi.setAt).Seconds())
+		s.metrics.latency.WithLabelValues(kind).Observe(now.Sub(vi.setAt).Seconds())
 	}
-	// Only an acknowledgement of a response clears a rejection: a
-	// reconnecting node names the version it kept, not the one it refused.
-	clearRejected := ns.status.Rejected != "" && req.GetResponseNonce() != "" && ns.status.RejectedVersion != v
+	// A reconnecting node names the version it kept, not the one it
+	// refused: that clears no rejection.
+	clearRejected := ns.status.Rejected != "" && how != reconnected && ns.status.RejectedVersion != v
 	if ns.status.Version == v && !clearRejected {
-		return false, nil
+		return false
 	}
 	ns.status.Version = v
 	ns.status.Bridges = vi.bridges
@@ -522,7 +600,7 @@ func (s *Server) request(id int64, req *discoveryv3.DiscoveryRequest) (changed b
 		ns.status.Rejected, ns.status.RejectedVersion, ns.status.RejectedBridges = "", "", nil
 	}
 	ns.status.Updated = now
-	return true, nil
+	return true
 }
 
 // OnStreamResponse counts the push and remembers its nonce.
@@ -530,11 +608,15 @@ func (s *Server) OnStreamResponse(_ context.Context, id int64, req *discoveryv3.
 	s.metrics.pushes.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st := s.streams[id]; st != nil {
+	if st := s.streams[id]; st != nil && st.node != "" {
 		if len(st.nonces) > 64 {
 			clear(st.nonces)
 		}
-		st.nonces[resp.GetNonce()] = resp.GetVersionInfo()
+		// The response's version is its type's: remember the node's
+		// version it is part of, the newest set with it.
+		typ, tv := resp.GetTypeUrl(), resp.GetVersionInfo()
+		v, _ := s.node(st.node).version(func(vi *versionInfo) bool { return vi.types[typ] == tv })
+		st.nonces[resp.GetNonce()] = v
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -458,5 +459,91 @@ func TestTranslateErrorKeepsLastGood(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // nothing may arrive; an arrival would change the version
 	if after := ts.Nodes()["shop/web-6"].Version; after != before {
 		t.Fatalf("version moved from %s to %s after a failed translation", before, after)
+	}
+}
+
+// TestOnlyChangesAreSent: a rule change reaches the carriers of its
+// bridge's mount as new routes alone, with the credential they had; the
+// carriers of another mount and a model published twice send nothing.
+func TestOnlyChangesAreSent(t *testing.T) {
+	ids := []string{"shop/web-7", "shop/web-8", "shop/api-7"}
+	ts := startServer(t, time.Hour)
+	m := shopModel(t, "web-7", "web-8")
+	api := m.Mounts[0]
+	api.Name, api.Workload, api.Pods = "api-deployment-app", "api", []model.Pod{{Namespace: "shop", Name: "api-7", IP: netip.MustParseAddr("10.244.0.6")}}
+	m.Mounts = append(m.Mounts, api)
+	b2 := m.Bridges[0]
+	b2.Name, b2.Mount = "b2", api.Name
+	m.Bridges = append(m.Bridges, b2)
+	m.Sort()
+	if err := ts.Publish(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*node{}
+	for _, id := range ids {
+		ns, name, _ := strings.Cut(id, "/")
+		nodes[id] = &node{}
+		runNode(t, ts.addr, id, podToken(t, pod(t, ns, name, "web")), translate.Types(translate.KindCarrier), nodes[id])
+	}
+	acked := func(m *model.Model, ids ...string) {
+		t.Helper()
+		eventually(t, 10*time.Second, "carriers acknowledge", func() error {
+			got := ts.Nodes()
+			for _, id := range ids {
+				for _, b := range m.Bridges {
+					if fp, ok := got[id].Bridges[b.Key()]; ok && fp != translate.BridgeFingerprint(&b) {
+						return errors.New(id + " has an old " + b.Key())
+					}
+				}
+				if len(got[id].Bridges) != 1 {
+					return errors.New(id + " has not acknowledged")
+				}
+			}
+			return nil
+		})
+	}
+	acked(m, ids...)
+	pushes := func() map[string]float64 {
+		out := map[string]float64{}
+		for _, typ := range []string{"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"} {
+			out[typ] = metricValue(t, ts.reg, "gefyra_controlplane_xds_pushes_total", typ)
+		}
+		return out
+	}
+	deliveries := func(id string) int {
+		nodes[id].mu.Lock()
+		defer nodes[id].mu.Unlock()
+		return len(nodes[id].got)
+	}
+	before, apiBefore, cred := pushes(), deliveries("shop/api-7"), bridgeCredential(nodes["shop/web-7"].last())
+
+	m2 := *m
+	m2.Bridges = slices.Clone(m.Bridges)
+	m2.Bridges[0].Rules = []bridge.Rule{{Headers: []bridge.HeaderMatch{{Name: "x-user", Type: bridge.Exact, Value: "carol"}}}}
+	for range 2 {
+		if err := ts.Publish(context.Background(), &m2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acked(&m2, "shop/web-7", "shop/web-8")
+	time.Sleep(200 * time.Millisecond) // anything else sent would arrive in this time
+	after := pushes()
+	want := map[string]float64{"Cluster": 0, "ClusterLoadAssignment": 0, "Listener": 0, "RouteConfiguration": 2}
+	for typ, n := range want {
+		if d := after[typ] - before[typ]; d != n {
+			t.Errorf("%s responses: %v, want %v", typ, d, n)
+		}
+	}
+	if got := deliveries("shop/api-7"); got != apiBefore {
+		t.Errorf("the carrier of another mount got %d deliveries", got-apiBefore)
+	}
+	for _, id := range ids[:2] {
+		res := nodes[id].last()
+		if !strings.Contains(routesOf(res), "carol") {
+			t.Errorf("%s: the new rule is not in its routes", id)
+		}
+		if c := bridgeCredential(res); c != cred {
+			t.Errorf("%s: the credential changed with a rule", id)
+		}
 	}
 }

@@ -3,7 +3,9 @@
 // client its exec probes (and a Docker container on the developer's side)
 // run. The first argument picks the role:
 //
-//	server serve             HTTP on $LISTEN (default :8080), UDP echo on $UDP_LISTEN if set
+//	server serve [flags]     HTTP/1.1 and h2c on $LISTEN (default :8080), UDP echo on
+//	                         $UDP_LISTEN and TCP echo on $TCP_LISTEN if set; the flags
+//	                         -name, -listen, -udp-listen and -tcp-listen override them
 //	server probe URL         GET an http:// URL (2xx: exit 0), connect to tcp://HOST:PORT,
 //	                         or send a datagram to udp://HOST:PORT and wait for the echo
 //	server lookup NAME       resolve NAME as a program in the Pod would (/etc/hosts, then
@@ -13,13 +15,19 @@
 // The HTTP server answers / with a JSON document naming itself ($NAME,
 // $VERSION, hostname), /healthz with 200 or 503, and POST
 // /readiness?ok=false|true switches /healthz, so a test can watch kubelet's
-// readiness probe follow it.
+// readiness probe follow it. POST /echo streams the request body back as
+// it arrives (both directions at once, over HTTP/1.1 or h2c), GET /ws echoes
+// WebSocket messages, and every response names the server in the header
+// X-Served-By (/echo adds the protocol it was served over in X-Proto). The
+// TCP echo first sends a line with the name, then every byte it receives,
+// and closes its side when the client has closed its own.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +41,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 func main() {
@@ -44,9 +54,17 @@ func main() {
 	var err error
 	switch role {
 	case "serve":
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		name := fs.String("name", os.Getenv("NAME"), "the name the server answers with")
+		httpAddr := fs.String("listen", envOr("LISTEN", ":8080"), "HTTP address")
+		udpAddr := fs.String("udp-listen", os.Getenv("UDP_LISTEN"), "UDP echo address (none if empty)")
+		tcpAddr := fs.String("tcp-listen", os.Getenv("TCP_LISTEN"), "TCP echo address (none if empty)")
+		if err = fs.Parse(args); err != nil {
+			break
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		err = listenAndServe(ctx, envOr("LISTEN", ":8080"), os.Getenv("UDP_LISTEN"))
+		err = listenAndServe(ctx, *name, *httpAddr, *udpAddr, *tcpAddr)
 	case "probe":
 		if len(args) != 1 {
 			err = errors.New("usage: server probe URL")
@@ -90,27 +108,54 @@ type Info struct {
 	Hostname string `json:"hostname"`
 }
 
-func listenAndServe(ctx context.Context, httpAddr, udpAddr string) error {
-	ln, err := net.Listen("tcp", httpAddr)
-	if err != nil {
+func listenAndServe(ctx context.Context, name, httpAddr, udpAddr, tcpAddr string) error {
+	var l listeners
+	var err error
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	if l.http, err = net.Listen("tcp", httpAddr); err != nil {
 		return err
 	}
-	var pc net.PacketConn
 	if udpAddr != "" {
-		if pc, err = net.ListenPacket("udp", udpAddr); err != nil {
-			ln.Close()
+		if l.udp, err = net.ListenPacket("udp", udpAddr); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "%s %s listening on %s (udp %q)\n", os.Getenv("NAME"), os.Getenv("VERSION"), ln.Addr(), udpAddr)
-	return serve(ctx, ln, pc)
+	if tcpAddr != "" {
+		if l.tcp, err = net.Listen("tcp", tcpAddr); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%s %s listening on %s (udp %q, tcp %q)\n", name, os.Getenv("VERSION"), l.http.Addr(), udpAddr, tcpAddr)
+	return serve(ctx, name, l)
 }
 
-// serve answers HTTP on ln and echoes datagrams on pc (if not nil) until ctx
-// is done.
-func serve(ctx context.Context, ln net.Listener, pc net.PacketConn) error {
+// listeners are what serve serves: HTTP, and the echoes if not nil.
+type listeners struct {
+	http net.Listener
+	udp  net.PacketConn
+	tcp  net.Listener
+}
+
+func (l *listeners) close() {
+	if l.http != nil {
+		l.http.Close()
+	}
+	if l.udp != nil {
+		l.udp.Close()
+	}
+	if l.tcp != nil {
+		l.tcp.Close()
+	}
+}
+
+// serve answers HTTP and echoes on l until ctx is done.
+func serve(ctx context.Context, name string, l listeners) error {
 	host, _ := os.Hostname()
-	info := Info{Name: os.Getenv("NAME"), Version: os.Getenv("VERSION"), Hostname: host}
+	info := Info{Name: name, Version: os.Getenv("VERSION"), Hostname: host}
 	var unready atomic.Bool
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -133,12 +178,44 @@ func serve(ctx context.Context, ln net.Listener, pc net.PacketConn) error {
 		unready.Store(!ok)
 		fmt.Fprintf(w, "ready=%t\n", ok)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	if pc != nil {
-		defer pc.Close()
-		go func() { errc <- echo(pc, info.Name) }()
+	mux.HandleFunc("POST /echo", echoHTTP)
+	upgrader := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, http.Header{"X-Served-By": {name}})
+		if err != nil {
+			return // Upgrade has answered the client
+		}
+		defer c.Close()
+		for {
+			typ, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(typ, msg); err != nil {
+				return
+			}
+		}
+	})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Served-By", name)
+			mux.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		Protocols:         &protocols,
+	}
+	errc := make(chan error, 3)
+	go func() { errc <- srv.Serve(l.http) }()
+	if l.udp != nil {
+		defer l.udp.Close()
+		go func() { errc <- echo(l.udp, name) }()
+	}
+	if l.tcp != nil {
+		defer l.tcp.Close()
+		go func() { errc <- echoTCP(l.tcp, name) }()
 	}
 	select {
 	case <-ctx.Done():
@@ -146,7 +223,63 @@ func serve(ctx context.Context, ln net.Listener, pc net.PacketConn) error {
 		defer cancel()
 		return srv.Shutdown(sctx)
 	case err := <-errc:
+		srv.Close()
 		return err
+	}
+}
+
+// echoHTTP streams the request body back as it arrives: the response
+// starts before the request ends, so a client sees each piece echoed
+// while it is still sending.
+func echoHTTP(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor == 1 {
+		if err := rc.EnableFullDuplex(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("X-Proto", r.Proto)
+	w.WriteHeader(http.StatusOK)
+	rc.Flush()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// echoTCP serves each connection of ln: a line with name, then every byte
+// received, then its side closed once the client closed its own.
+func echoTCP(ln net.Listener, name string) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			if _, err := io.WriteString(c, name+"\n"); err != nil {
+				return
+			}
+			if _, err := io.Copy(c, c); err != nil {
+				return
+			}
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+		}()
 	}
 }
 
