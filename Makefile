@@ -20,7 +20,7 @@ CMDS = $(shell $(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./..
 
 build: ## build every binary into bin/
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
+	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/ $(CMDS)
 
 test: unit e2e ## run every test: unit tests with -race, fuzz seeds, benchmarks once, then the end-to-end tests on a real cluster
 
@@ -47,12 +47,12 @@ demo: ## the tutorial's story, end to end, on this machine
 
 sandbox: ## the tutorial's whole environment on this machine, left running for you to type its commands (gefyra sandbox up; as root)
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
+	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
 	$(BIN)/gefyra sandbox up --root $(CURDIR)
 
 sandbox-down: ## remove the sandbox and every trace of it (gefyra sandbox down)
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
+	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
 	$(BIN)/gefyra sandbox down
 
 bench: ## benchmarks: Go benchmarks, then the harness (carrier vs nginx/haproxy, the tunnel, the control plane at 1,000 carriers, the full bridge path in the test world), writing BENCHMARKS.md (BENCH_QUICK=1: 1 run x 2s; BENCH_SKIP=http,h2,footprint,tunnel,controlplane,bridge; BENCH_ARGS='-merge bench/results/data.json' keeps skipped parts)

@@ -198,7 +198,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	defer os.RemoveAll(tmp)
 	log.Info("building carrier and tunnelpeer")
 	bin := filepath.Join(tmp, "bin")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin+"/", "./carrier", "./bench/cmd/tunnelpeer")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", bin+"/", "./carrier", "./bench/cmd/tunnelpeer")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, out)

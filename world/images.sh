@@ -37,7 +37,7 @@ out=$(cd "$out" && pwd)
 (
 	cd "$root"
 	for cmd in carrier stowaway controlplane; do
-		CGO_ENABLED=0 go build -trimpath -buildvcs=false \
+		CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags grpcnotrace \
 			-ldflags="-s -w -X gefyra.dev/gefyra/internal/version.Version=$version" \
 			-o "$work/bin/$cmd" "./$cmd"
 	done

@@ -14,7 +14,9 @@
 // The HTTP/1.1 path allocates nothing per request in the steady state:
 // message heads are parsed into per-connection buffers, bodies move
 // through the connections' bufio buffers, and metric handles hang on the
-// compiled routes.
+// compiled routes. TCP connections are read and written through
+// carrier/internal/netio, which keeps the runtime's monitor thread from
+// waking up around every request.
 package httpproxy
 
 import (
@@ -35,6 +37,7 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/config"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
+	"gefyra.dev/gefyra/carrier/internal/netio"
 	"gefyra.dev/gefyra/carrier/internal/upstream"
 	"gefyra.dev/gefyra/internal/pipe"
 )
@@ -74,6 +77,7 @@ const bufSize = 16 << 10
 type clientConn struct {
 	p        *Proxy
 	c        net.Conn
+	nc       *netio.Conn // c's reads and writes, for a *net.TCPConn
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	req      message
@@ -84,10 +88,14 @@ type clientConn struct {
 	ctx      context.Context
 	uc       *upstream.Conn // set by connect
 	dl       upstream.Deadlines
+	// started is when the request in hand arrived; last when the previous
+	// response went out (or the connection was accepted). Reading the
+	// clock twice per request is enough.
+	started, last time.Time
 }
 
 var clientConns = sync.Pool{New: func() any {
-	return &clientConn{br: bufio.NewReaderSize(nil, bufSize), bw: bufio.NewWriterSize(nil, bufSize)}
+	return &clientConn{nc: netio.New(nil), br: bufio.NewReaderSize(nil, bufSize), bw: bufio.NewWriterSize(nil, bufSize)}
 }}
 
 // ServeConn serves one client connection until it closes, ctx is done, or
@@ -101,18 +109,32 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 
 	cc := clientConns.Get().(*clientConn)
 	cc.p, cc.c, cc.ctx = p, c, ctx
+	cc.last = time.Now()
 	cc.dl.Reset()
-	cc.br.Reset(c)
-	cc.bw.Reset(c)
+	if tc, ok := c.(*net.TCPConn); ok {
+		cc.nc.Reset(tc)
+		cc.br.Reset(cc.nc)
+		cc.bw.Reset(cc.nc)
+	} else {
+		cc.br.Reset(c)
+		cc.bw.Reset(c)
+	}
 	cc.client = netip.AddrPort{}
 	cc.clientIP = cc.clientIP[:0]
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		cc.client = ta.AddrPort()
 		cc.clientIP = cc.client.Addr().Unmap().AppendTo(cc.clientIP)
 	}
+	h2 := false
 	defer func() {
+		if h2 {
+			// x/net/http2's reader goroutine may still be in cc.br when
+			// ServeConn returns: cc is left to it (and to the GC).
+			return
+		}
 		cc.br.Reset(nil)
 		cc.bw.Reset(nil)
+		cc.nc.Reset(nil)
 		cc.p, cc.c, cc.ctx, cc.uc = nil, nil, nil, nil
 		clientConns.Put(cc)
 	}()
@@ -122,12 +144,13 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 		return
 	}
 	if l.HTTP.Codec != config.CodecHTTP1 {
-		cc.dl.Read(c, time.Now(), l.HTTP.IdleTimeout)
+		cc.dl.Read(c, cc.last, l.HTTP.IdleTimeout)
 		pre, err := cc.br.Peek(4)
 		if err != nil {
 			return
 		}
 		if string(pre) == "PRI " {
+			h2 = true
 			p.serveH2(ctx, c, cc.br, current)
 			return
 		}
@@ -153,15 +176,16 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener, current func() *config.Listener) bool {
 	h := l.HTTP
 	if h.RequestHeadersTimeout > 0 || cc.br.Buffered() == 0 {
-		cc.dl.Read(cc.c, time.Now(), h.IdleTimeout)
+		cc.dl.Read(cc.c, cc.last, h.IdleTimeout)
 		if _, err := cc.br.Peek(1); err != nil {
 			return false
 		}
 	}
-	if h.RequestHeadersTimeout > 0 {
-		cc.dl.Read(cc.c, time.Now(), h.RequestHeadersTimeout)
-	}
 	started := time.Now()
+	cc.started = started
+	if h.RequestHeadersTimeout > 0 {
+		cc.dl.Read(cc.c, started, h.RequestHeadersTimeout)
+	}
 	req := &cc.req
 	if err := req.readRequest(cc.br); err != nil {
 		var pe *protoError
@@ -196,7 +220,7 @@ type connector interface {
 }
 
 func (cc *clientConn) connect(c *config.Cluster) error {
-	uc, err := cc.p.Pools.Get(cc.ctx, c, cc.client, false, cc.req.chunked || cc.req.contentLength > 0)
+	uc, err := cc.p.Pools.GetAt(cc.ctx, c, cc.client, false, cc.req.chunked || cc.req.contentLength > 0, cc.started)
 	cc.uc = uc
 	return err
 }
@@ -329,7 +353,8 @@ func (cc *clientConn) local(stats *metrics.Series, started time.Time, status int
 	}
 	cc.dl.Write(cc.c, started, cc.p.streamIdle())
 	err := w.Flush()
-	stats.Request(status, time.Since(started).Seconds())
+	cc.last = time.Now()
+	stats.Request(status, cc.last.Sub(started).Seconds())
 	return err == nil && !closeConn
 }
 
@@ -472,7 +497,13 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 		upend, _ := uc.R.Peek(uc.R.Buffered())
 		// The connection now belongs to the tunnel; stop watching ctx here
 		// (Join does) and never give it back to a pool.
-		toUp, toClient, err := pipe.Options{APending: cpend, BPending: upend}.Join(ctx, cc.c, uc.TCPConn)
+		var toUp, toClient int64
+		var err error
+		if cc.nc.TCPConn != nil {
+			toUp, toClient, err = netio.Join(ctx, cc.nc, uc.IO, cpend, upend)
+		} else {
+			toUp, toClient, err = pipe.Options{APending: cpend, BPending: upend}.Join(ctx, cc.c, uc.TCPConn)
+		}
 		stats.Bytes(up+toUp, toClient)
 		if err != nil {
 			p.logf(slog.LevelDebug, "upgraded connection ended", "err", err)
@@ -497,7 +528,8 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 			err = writeError{ferr}
 		}
 	}
-	stats.Request(resp.status, time.Since(started).Seconds())
+	cc.last = time.Now()
+	stats.Request(resp.status, cc.last.Sub(started).Seconds())
 	stats.Bytes(up, down)
 	if err != nil {
 		if isReadError(err) {
@@ -507,7 +539,7 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 		return false
 	}
 	if reuse {
-		p.Pools.Put(uc)
+		p.Pools.PutAt(uc, cc.last)
 	} else {
 		p.Pools.Discard(uc)
 	}

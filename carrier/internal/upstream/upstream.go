@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gefyra.dev/gefyra/carrier/internal/config"
+	"gefyra.dev/gefyra/carrier/internal/netio"
 	"gefyra.dev/gefyra/internal/wire"
 )
 
@@ -122,6 +123,7 @@ func isConnReset(err error) bool {
 // Conn is a pooled upstream connection with its buffers.
 type Conn struct {
 	*net.TCPConn
+	IO     *netio.Conn // the TCPConn's reads and writes; R and W use it
 	R      *bufio.Reader
 	W      *bufio.Writer
 	Reused bool // it served a request before
@@ -186,12 +188,17 @@ func (p *Pools) idleTimeout() time.Duration {
 // connection turned out closed (it has a body) passes check: an idle
 // connection is then always looked at first, not only after a pause.
 func (p *Pools) Get(ctx context.Context, c *config.Cluster, client netip.AddrPort, fresh, check bool) (*Conn, error) {
+	return p.GetAt(ctx, c, client, fresh, check, time.Now())
+}
+
+// GetAt is Get for a caller that has just read the clock: now is the
+// time the idle connections' ages are taken at.
+func (p *Pools) GetAt(ctx context.Context, c *config.Cluster, client netip.AddrPort, fresh, check bool, now time.Time) (*Conn, error) {
 	ep := c.Endpoint()
 	if ep == "" {
 		return nil, &DialError{Cluster: c.Name, Kind: KindNoEndpoints, Err: ErrNoEndpoints}
 	}
 	pl := p.pool(c, ep)
-	now := time.Now()
 	for !fresh {
 		pl.mu.Lock()
 		n := len(pl.idle)
@@ -206,7 +213,7 @@ func (p *Pools) Get(ctx context.Context, c *config.Cluster, client netip.AddrPor
 		idle := now.Sub(uc.idleSince)
 		// A connection idle for a while may have been closed by the
 		// server; look before sending a request that cannot be retried.
-		if idle > p.idleTimeout() || ((check || idle > 500*time.Millisecond) && !alive(uc.TCPConn)) {
+		if idle > p.idleTimeout() || ((check || idle > 500*time.Millisecond) && !uc.IO.Quiet()) {
 			uc.TCPConn.Close()
 			continue
 		}
@@ -217,12 +224,19 @@ func (p *Pools) Get(ctx context.Context, c *config.Cluster, client netip.AddrPor
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{TCPConn: tc, R: bufio.NewReaderSize(tc, bufSize), W: bufio.NewWriterSize(tc, bufSize), pool: pl}, nil
+	nc := netio.New(tc)
+	return &Conn{TCPConn: tc, IO: nc, R: bufio.NewReaderSize(nc, bufSize), W: bufio.NewWriterSize(nc, bufSize), pool: pl}, nil
 }
 
 // Put returns a connection for reuse. The caller guarantees that the last
 // response was read completely and nothing else is buffered.
 func (p *Pools) Put(uc *Conn) {
+	p.PutAt(uc, time.Now())
+}
+
+// PutAt is Put for a caller that has just read the clock: the
+// connection's idle time starts at now.
+func (p *Pools) PutAt(uc *Conn, now time.Time) {
 	if uc.R.Buffered() > 0 || uc.W.Buffered() > 0 {
 		uc.TCPConn.Close()
 		return
@@ -231,7 +245,7 @@ func (p *Pools) Put(uc *Conn) {
 	if max == 0 {
 		max = 64
 	}
-	uc.idleSince = time.Now()
+	uc.idleSince = now
 	pl := uc.pool
 	pl.mu.Lock()
 	if pl.closed || len(pl.idle) >= max {
@@ -336,23 +350,6 @@ func (p *Pools) sweep() {
 			uc.TCPConn.Close()
 		}
 	}
-}
-
-// alive reports whether an idle connection is still open and quiet: a
-// non-blocking peek that sees neither EOF nor unexpected bytes.
-func alive(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok := false
-	err = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = err == unix.EAGAIN || err == unix.EWOULDBLOCK
-		return true
-	})
-	return err == nil && ok
 }
 
 // Deadlines remembers the deadlines set on one connection, so that

@@ -1,0 +1,5 @@
+//go:build !race
+
+package tcpproxy_test
+
+const raceEnabled = false
