@@ -51,6 +51,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -318,11 +319,37 @@ func mergeFile(d *report.Data, st settings, file string) error {
 	if old.Quick {
 		mode = "quick mode, " + mode
 	}
-	d.Merged = append(d.Merged, fmt.Sprintf("%s: from the earlier run of %s UTC (`%s`, %s); the load average then was %s.",
-		strings.Join(taken, ", "), old.Started.UTC().Format("2006-01-02 15:04"), old.Command, mode, old.Machine["load average at start (1/5/15 min)"]))
+	// A part the earlier run itself took from a still earlier one keeps
+	// that run's line; a part this run measured anew is in no line.
+	var carried []string
+	older := map[string]bool{}
 	for _, m := range old.Merged {
-		d.Merged = append(d.Merged, m)
+		names, rest, ok := strings.Cut(m, ": from the earlier run")
+		if !ok {
+			continue
+		}
+		var keep []string
+		for _, n := range strings.Split(names, ", ") {
+			if slices.Contains(taken, n) && !older[n] {
+				keep = append(keep, n)
+				older[n] = true
+			}
+		}
+		if len(keep) > 0 {
+			carried = append(carried, strings.Join(keep, ", ")+": from the earlier run"+rest)
+		}
 	}
+	var direct []string
+	for _, n := range taken {
+		if !older[n] {
+			direct = append(direct, n)
+		}
+	}
+	if len(direct) > 0 {
+		d.Merged = append(d.Merged, fmt.Sprintf("%s: from the earlier run of %s UTC (`%s`, %s); the load average then was %s.",
+			strings.Join(direct, ", "), old.Started.UTC().Format("2006-01-02 15:04"), old.Command, mode, old.Machine["load average at start (1/5/15 min)"]))
+	}
+	d.Merged = append(d.Merged, carried...)
 	return nil
 }
 

@@ -69,3 +69,37 @@ func TestMerge(t *testing.T) {
 		})
 	}
 }
+
+// TestMergeChain merges from a run that itself merged: a part taken from
+// that run's own earlier run keeps its line, and a part measured now is
+// in no line.
+func TestMergeChain(t *testing.T) {
+	older := "HTTP/2, tunnel throughput, control plane: from the earlier run of 2026-11-28 23:38 UTC (`make bench`, 5 runs × 5s per point); the load average then was 1 2 3."
+	old := &report.Data{Started: time.Date(2026, 11, 29, 0, 37, 0, 0, time.UTC), Command: "BENCH_SKIP=h2,tunnel make bench", Runs: 1, Duration: 2 * time.Second, Quick: true,
+		Machine:      map[string]string{"load average at start (1/5/15 min)": "4 5 6"},
+		HTTP:         []report.Series{{Target: "carrier http", Kind: "http", Conns: 1}},
+		H2:           &report.H2{},
+		Tunnels:      []report.Tunnel{{Name: "plain TCP"}},
+		ControlPlane: &report.ControlPlane{},
+		Merged:       []string{older},
+	}
+	b, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "data.json")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// This run measures HTTP and the control plane, and skips HTTP/2 and
+	// the tunnel.
+	d := &report.Data{Versions: map[string]string{}, HTTP: []report.Series{{Target: "nginx", Kind: "http", Conns: 1}}, ControlPlane: &report.ControlPlane{}}
+	st := settings{merge: file, skip: map[string]bool{"h2": true, "tunnel": true}}
+	if err := merge(d, st); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"HTTP/2, tunnel throughput: from the earlier run of 2026-11-28 23:38 UTC (`make bench`, 5 runs × 5s per point); the load average then was 1 2 3."}
+	if len(d.Merged) != len(want) || d.Merged[0] != want[0] {
+		t.Fatalf("merged notes\n%q\nwant\n%q", d.Merged, want)
+	}
+}
