@@ -69,6 +69,6 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "story: FAILED after %s: %v\n", took, err)
 		return 1
 	}
-	fmt.Printf("==> The story so far ran in %s\n", took)
+	fmt.Printf("==> The story ran in %s\n", took)
 	return 0
 }
