@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -19,6 +20,10 @@ import (
 // CarrierAdminPort is the port of carrier's /metrics in a bridged Pod
 // (carrier's default admin address, :19901).
 const CarrierAdminPort = "19901"
+
+// metricsTimeout bounds reading one carrier's /metrics: a Pod that does
+// not answer costs `gefyra status` its counts, not a hang.
+const metricsTimeout = 5 * time.Second
 
 // maxMetricsBytes bounds what one carrier's /metrics may send.
 const maxMetricsBytes = 8 << 20
@@ -68,7 +73,9 @@ func (c *Cluster) BridgeTraffic(ctx context.Context, namespace, name string) (Tr
 	var t Traffic
 	key := namespace + "/" + name
 	for _, p := range m.Status.Pods {
-		raw, err := c.Kube.CoreV1().Pods(namespace).ProxyGet("http", p.Name, CarrierAdminPort, "/metrics", nil).DoRaw(ctx)
+		pctx, cancel := context.WithTimeout(ctx, metricsTimeout)
+		raw, err := c.Kube.CoreV1().Pods(namespace).ProxyGet("http", p.Name, CarrierAdminPort, "/metrics", nil).DoRaw(pctx)
+		cancel()
 		if err != nil {
 			if apierrors.IsForbidden(err) {
 				return Traffic{}, fmt.Errorf("reading carrier's metrics in Pod %s/%s needs get on pods/proxy: %s", namespace, p.Name, apiMessage(err))
