@@ -216,6 +216,29 @@ func TestDataPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("a second bridge on a TCP port is refused with the reason", func(t *testing.T) {
+		// "tcp" comes first by key and keeps the port.
+		addon.Bridge(t, ns, "tcp-second", echoSpec(dev.Name, []gefyrav1.PortMapping{
+			{Remote: echoTCPPort, Local: tunnelAliceTCP, Protocol: gefyrav1.ProtocolTCP}}))
+		testworld.WaitFor(t, "bridge tcp-second refused", time.Minute, func(ctx context.Context) (bool, string, error) {
+			b := &gefyrav1.GefyraBridge{}
+			if err := addon.Kube().Get(ctx, client.ObjectKey{Namespace: ns, Name: "tcp-second"}, b); err != nil {
+				return false, err.Error(), nil
+			}
+			c := meta.FindStatusCondition(b.Status.Conditions, gefyrav1.ConditionReady)
+			if c == nil {
+				return false, "no Ready condition yet", nil
+			}
+			ok := c.Status == metav1.ConditionFalse && c.Reason == "PortConflict" &&
+				strings.Contains(c.Message, fmt.Sprintf("port %d is bridged over TCP by %s/tcp", echoTCPPort, ns))
+			return ok, fmt.Sprintf("Ready %s %s: %s", c.Status, c.Reason, c.Message), nil
+		})
+		// The bridge that has the port carries it as before.
+		if got := tcpEcho(t, w, tcpAddr, []byte("still")); got != sideAlice {
+			t.Fatalf("the TCP port answers as %q, want %q", got, sideAlice)
+		}
+	})
+
 	t.Run("WebSocket: by the rules, to the local side or the fallback", func(t *testing.T) {
 		tests := []struct {
 			name   string

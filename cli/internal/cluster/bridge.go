@@ -61,6 +61,9 @@ type BridgeState struct {
 var terminalReasons = []string{
 	"InvalidSpec", "ClientNotFound", "ClientDeleting", "ClientLeaseExpired", "MountConflict", "PortNotDeclared",
 	"TargetNotFound", "InvalidTarget", "ContainerNotFound",
+	// Another bridge holds a TCP port this one asks for (the control
+	// plane's DataPlaneReady): it stays so until that bridge goes.
+	"PortConflict",
 }
 
 // Terminal says whether the state is a failure that waiting will not fix.

@@ -277,6 +277,44 @@ func BridgeFingerprint(b *model.Bridge) string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// mountBridges returns the bridges of m on mount mt that a carrier can
+// serve, in the order model.ClaimPorts decides their ports in (by key);
+// invalid(b, err) hears of each left out because its key cannot travel
+// in the relay's wire format.
+func mountBridges(m *model.Model, mt *model.Mount, invalid func(*model.Bridge, error)) []*model.Bridge {
+	var bridges []*model.Bridge
+	for j := range m.Bridges {
+		b := &m.Bridges[j]
+		if b.Namespace == mt.Namespace && b.Mount == mt.Name {
+			if err := wire.ValidateBridge(b.Key()); err != nil {
+				if invalid != nil {
+					invalid(b, err)
+				}
+				continue
+			}
+			bridges = append(bridges, b)
+		}
+	}
+	slices.SortFunc(bridges, func(a, b *model.Bridge) int { return cmp.Compare(a.Key(), b.Key()) })
+	return bridges
+}
+
+// Refused returns, by bridge key, the bridges of m that Translate leaves
+// out because of how their mount's ports are shared (model.ClaimPorts),
+// with the reason: e.g. a TCP port another bridge has already.
+func Refused(m *model.Model) map[string]string {
+	out := map[string]string{}
+	if m == nil {
+		return out
+	}
+	for i := range m.Mounts {
+		for k, v := range model.ClaimPorts(mountBridges(m, &m.Mounts[i], nil)).Refused {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // Translate builds every node's resources from m.
 func Translate(m *model.Model, o Options) (*Snapshot, error) {
 	if m == nil {
@@ -295,18 +333,9 @@ func Translate(m *model.Model, o Options) (*Snapshot, error) {
 	owner := map[string]string{}
 	for i := range m.Mounts {
 		mt := &m.Mounts[i]
-		var bridges []*model.Bridge
-		for j := range m.Bridges {
-			b := &m.Bridges[j]
-			if b.Namespace == mt.Namespace && b.Mount == mt.Name {
-				if err := wire.ValidateBridge(b.Key()); err != nil {
-					t.warn("bridge %s left out: %v", b.Key(), err)
-					continue
-				}
-				bridges = append(bridges, b)
-			}
-		}
-		slices.SortFunc(bridges, func(a, b *model.Bridge) int { return cmp.Compare(a.Key(), b.Key()) })
+		bridges := mountBridges(m, mt, func(b *model.Bridge, err error) {
+			t.warn("bridge %s left out: %v", b.Key(), err)
+		})
 		claims := model.ClaimPorts(bridges)
 		bridges = slices.DeleteFunc(bridges, func(b *model.Bridge) bool {
 			reason, refused := claims.Refused[b.Key()]

@@ -23,6 +23,9 @@ const (
 	ReasonAcknowledged = "Acknowledged"
 	ReasonWaiting      = "WaitingForDataPlane"
 	ReasonRejected     = "ConfigRejected"
+	// ReasonPortConflict: another bridge of the workload holds a port
+	// this one asks for in a way both cannot share (a TCP port).
+	ReasonPortConflict = "PortConflict"
 )
 
 // Readiness sets each bridge's DataPlaneReady condition from what the
@@ -122,9 +125,10 @@ func (r *Readiness) apply(ctx context.Context, m *model.Model, nodes map[string]
 		return nil
 	}
 	var errs []string
+	refused := translate.Refused(m)
 	for i := range m.Bridges {
 		mb := &m.Bridges[i]
-		st, reason, msg := Condition(m, mb, nodes, r.StowawayNodeID)
+		st, reason, msg := condition(m, mb, nodes, r.StowawayNodeID, refused)
 		b := &gefyrav1.GefyraBridge{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: mb.Namespace, Name: mb.Name}, b); err != nil {
 			if !apierrors.IsNotFound(err) {
@@ -160,8 +164,18 @@ func (r *Readiness) apply(ctx context.Context, m *model.Model, nodes map[string]
 }
 
 // Condition is the DataPlaneReady condition of bridge b of model m, given
-// what the nodes acknowledged.
+// what the nodes acknowledged. A bridge that no carrier serves because
+// another one holds its port is False with the reason.
 func Condition(m *model.Model, b *model.Bridge, nodes map[string]NodeStatus, stowawayID string) (metav1.ConditionStatus, string, string) {
+	return condition(m, b, nodes, stowawayID, translate.Refused(m))
+}
+
+// condition is Condition with the model's refused bridges (translate.Refused)
+// worked out already.
+func condition(m *model.Model, b *model.Bridge, nodes map[string]NodeStatus, stowawayID string, refused map[string]string) (metav1.ConditionStatus, string, string) {
+	if why, ok := refused[b.Key()]; ok {
+		return metav1.ConditionFalse, ReasonPortConflict, "no carrier serves this bridge: " + why
+	}
 	want := translate.BridgeFingerprint(b)
 	var pods []string
 	for _, mt := range m.Mounts {

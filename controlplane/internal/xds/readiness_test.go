@@ -27,7 +27,10 @@ func TestCondition(t *testing.T) {
 		Mounts: []model.Mount{{Namespace: "shop", Name: "web", Pods: []model.Pod{{Namespace: "shop", Name: "web-1"}, {Namespace: "shop", Name: "web-2"}}},
 			{Namespace: "shop", Name: "empty"}},
 		Bridges: []model.Bridge{{Namespace: "shop", Name: "b1", Mount: "web", Client: "dev1", Ports: []bridge.PortMapping{{Remote: 8080, Local: 8080}}},
-			{Namespace: "shop", Name: "b2", Mount: "empty", Client: "dev1"}},
+			{Namespace: "shop", Name: "b2", Mount: "empty", Client: "dev1"},
+			// db-a has the TCP port first (by key); db-b asks for it too.
+			{Namespace: "shop", Name: "db-a", Mount: "web", Client: "dev1", Ports: []bridge.PortMapping{{Remote: 5432, Local: 5432, Protocol: bridge.ProtocolTCP}}},
+			{Namespace: "shop", Name: "db-b", Mount: "web", Client: "dev2", Ports: []bridge.PortMapping{{Remote: 5432, Local: 5432, Protocol: bridge.ProtocolTCP}}}},
 	}
 	b := &m.Bridges[0]
 	fp := translate.BridgeFingerprint(b)
@@ -71,6 +74,9 @@ func TestCondition(t *testing.T) {
 			nodes:  with("shop/web-2", xds.NodeStatus{Rejected: "bad", RejectedVersion: "v3", RejectedBridges: []string{"shop/b1"}, Bridges: map[string]string{"shop/b1": fp}}),
 			status: metav1.ConditionTrue, reason: xds.ReasonAcknowledged},
 		{name: "mount without carrier Pods", bridge: &m.Bridges[1], nodes: all, status: metav1.ConditionUnknown, reason: xds.ReasonWaiting, msg: "no Pod of mount empty runs carrier"},
+		{name: "the TCP port's holder waits as usual", bridge: &m.Bridges[2], nodes: all, status: metav1.ConditionUnknown, reason: xds.ReasonWaiting},
+		{name: "a TCP port another bridge holds", bridge: &m.Bridges[3], nodes: all, status: metav1.ConditionFalse, reason: xds.ReasonPortConflict,
+			msg: "no carrier serves this bridge: port 5432 is bridged over TCP by shop/db-a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
