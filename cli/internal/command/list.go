@@ -19,6 +19,7 @@ import (
 	"gefyra.dev/gefyra/cli/internal/local"
 	"gefyra.dev/gefyra/cli/internal/state"
 	gefyrav1 "gefyra.dev/gefyra/controlplane/api/v1alpha1"
+	"gefyra.dev/gefyra/internal/bridge"
 )
 
 type listOptions struct {
@@ -233,6 +234,9 @@ func portsString(ps []state.Port) string {
 	s := make([]string, len(ps))
 	for i, p := range ps {
 		s[i] = fmt.Sprintf("%d:%d", p.Remote, p.Local)
+		if p.Protocol == bridge.ProtocolTCP {
+			s[i] += "/tcp"
+		}
 		if p.Tunnel != p.Local {
 			s[i] += fmt.Sprintf(" (tunnel %d)", p.Tunnel)
 		}

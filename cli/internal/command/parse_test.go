@@ -13,6 +13,7 @@ import (
 
 	"gefyra.dev/gefyra/cli/internal/cluster"
 	"gefyra.dev/gefyra/cli/internal/local"
+	"gefyra.dev/gefyra/cli/internal/state"
 	gefyrav1 "gefyra.dev/gefyra/controlplane/api/v1alpha1"
 	"gefyra.dev/gefyra/internal/bridge"
 )
@@ -297,5 +298,25 @@ func TestMergeEnv(t *testing.T) {
 	got := mergeEnv([]string{"A=1", "B=2"}, []string{"B=3", "C=4"})
 	if !slices.Equal(got, []string{"A=1", "B=3", "C=4"}) {
 		t.Fatalf("mergeEnv = %q", got)
+	}
+}
+
+func TestPortsString(t *testing.T) {
+	tests := []struct {
+		name  string
+		ports []state.Port
+		want  string
+	}{
+		{name: "HTTP", ports: []state.Port{{Remote: 8155, Local: 8155, Tunnel: 8155}}, want: "8155:8155"},
+		{name: "TCP", ports: []state.Port{{Remote: 5432, Local: 5432, Tunnel: 5432, Protocol: bridge.ProtocolTCP}}, want: "5432:5432/tcp"},
+		{name: "another tunnel port", ports: []state.Port{{Remote: 80, Local: 8155, Tunnel: 8156}, {Remote: 5432, Local: 5433, Tunnel: 5434, Protocol: bridge.ProtocolTCP}},
+			want: "80:8155 (tunnel 8156),5432:5433/tcp (tunnel 5434)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := portsString(tt.ports); got != tt.want {
+				t.Fatalf("portsString = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

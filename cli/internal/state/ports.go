@@ -28,7 +28,7 @@ func AssignTunnelPorts(existing []Bridge, container string, ports []bridge.PortM
 			return nil, fmt.Errorf("no free tunnel port for %s: every port is taken by other bridges", want)
 		}
 		used[tunnel] = want
-		out = append(out, Port{Remote: m.Remote, Local: m.Local, Tunnel: tunnel})
+		out = append(out, Port{Remote: m.Remote, Local: m.Local, Tunnel: tunnel, Protocol: m.Protocol})
 	}
 	return out, nil
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"gefyra.dev/gefyra/cli/internal/agent"
+	"gefyra.dev/gefyra/internal/bridge"
 	"gefyra.dev/gefyra/internal/wgnet"
 )
 
@@ -129,6 +130,9 @@ type Port struct {
 	Remote uint16 `json:"remote"`
 	Local  uint16 `json:"local"`
 	Tunnel uint16 `json:"tunnel"`
+	// Protocol is how the port is carried: bridge.ProtocolTCP for whole
+	// connections, empty (or HTTP) for routed requests.
+	Protocol bridge.Protocol `json:"protocol,omitempty"`
 }
 
 // Load reads the state; a missing file is an empty state.

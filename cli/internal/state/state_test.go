@@ -160,6 +160,8 @@ func TestAssignTunnelPorts(t *testing.T) {
 			want: []Port{{Remote: 1, Local: 65535, Tunnel: 1024}}},
 		{name: "two ports of one bridge", container: "third", ports: []bridge.PortMapping{{Remote: 1, Local: 9000}, {Remote: 2, Local: 9001}},
 			want: []Port{{Remote: 1, Local: 9000, Tunnel: 9000}, {Remote: 2, Local: 9001, Tunnel: 9001}}},
+		{name: "a TCP port keeps its protocol", container: "db", ports: []bridge.PortMapping{{Remote: 5432, Local: 5432, Protocol: bridge.ProtocolTCP}},
+			want: []Port{{Remote: 5432, Local: 5432, Tunnel: 5432, Protocol: bridge.ProtocolTCP}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
