@@ -216,9 +216,9 @@ type AgentStatus struct {
 }
 
 // StartAgent builds gefyra-agent (./cli/cmd/gefyra-agent), writes d's
-// config with targets into dir, starts the agent and waits until its tunnel
-// to stowaway is up.
-func (d *Developer) StartAgent(t testworld.T, dir string, targets map[uint16]string) *Agent {
+// config with targets into dir, starts the agent (with env added to its
+// environment) and waits until its tunnel to stowaway is up.
+func (d *Developer) StartAgent(t testworld.T, dir string, targets map[uint16]string, env ...string) *Agent {
 	t.Helper()
 	bin := d.addon.agentBinary(t, dir)
 	cfg := d.AgentConfig(targets)
@@ -236,9 +236,20 @@ func (d *Developer) StartAgent(t testworld.T, dir string, targets map[uint16]str
 		Config:     cfg,
 		statusFile: statusFile,
 	}
+	a.Env = env
 	a.Start(t)
 	a.WaitUp(t)
 	return a
+}
+
+// StatusAddr is the host:port of the agent's status endpoint (on
+// loopback).
+func (a *Agent) StatusAddr() (string, error) {
+	addr, err := os.ReadFile(a.statusFile)
+	if err != nil {
+		return "", fmt.Errorf("the agent's status address: %w", err)
+	}
+	return strings.TrimSpace(string(addr)), nil
 }
 
 // Start starts the agent (again, after Kill).
@@ -251,11 +262,11 @@ func (a *Agent) Start(t testworld.T) {
 // Status asks the agent for its status.
 func (a *Agent) Status(ctx context.Context) (AgentStatus, error) {
 	var s AgentStatus
-	addr, err := os.ReadFile(a.statusFile)
+	addr, err := a.StatusAddr()
 	if err != nil {
-		return s, fmt.Errorf("the agent's status address: %w", err)
+		return s, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+strings.TrimSpace(string(addr))+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
 	if err != nil {
 		return s, err
 	}

@@ -29,6 +29,8 @@ type Process struct {
 	Args []string
 	// Log is the file that holds its standard output and error.
 	Log string
+	// Env is added to this process's environment (KEY=value).
+	Env []string
 
 	mu   sync.Mutex // guards the fields below
 	cmd  *exec.Cmd
@@ -69,6 +71,9 @@ func (p *Process) Start(t testworld.T) {
 	}
 	defer f.Close()
 	cmd := exec.Command(p.Path, p.Args...)
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group: a terminal's ^C reaches the story, which
 	// stops it in its cleanup.
@@ -86,6 +91,16 @@ func (p *Process) Start(t testworld.T) {
 		close(done)
 	}()
 	t.Logf("started %s (pid %d): %s %s", p.Name, cmd.Process.Pid, filepath.Base(p.Path), strings.Join(p.Args, " "))
+}
+
+// PID is the running process's ID, 0 if it does not run.
+func (p *Process) PID() int {
+	if ok, _ := p.Running(); !ok {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
 }
 
 // Running reports whether the process runs; if not, err is how it ended.

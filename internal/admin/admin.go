@@ -1,7 +1,9 @@
 // Package admin serves a component's operational endpoints on a port of
 // their own, apart from the traffic it carries: Prometheus metrics from the
 // component's own registry at /metrics, liveness at /healthz and readiness
-// at /readyz.
+// at /readyz. With GEFYRA_PPROF=1 in the component's environment it also
+// serves Go's profiles at /debug/pprof/ (off by default: a profile shows
+// the process's inner workings to whoever reaches the port).
 package admin
 
 import (
@@ -10,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -62,7 +66,28 @@ func (s *Server) Handler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	if ProfilingRequested() {
+		MountProfiling(mux)
+	}
 	return mux
+}
+
+// ProfilingEnv is the environment variable that turns the profiling
+// endpoints on when it is "1".
+const ProfilingEnv = "GEFYRA_PPROF"
+
+// ProfilingRequested reports whether ProfilingEnv asks for the profiling
+// endpoints.
+func ProfilingRequested() bool { return os.Getenv(ProfilingEnv) == "1" }
+
+// MountProfiling serves net/http/pprof's endpoints under /debug/pprof/ on
+// mux (a CPU profile: /debug/pprof/profile?seconds=N).
+func MountProfiling(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // Run serves until ctx is done.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +60,48 @@ func TestServer(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// TestProfiling: the profiling endpoints are there only when
+// GEFYRA_PPROF=1 asks for them, and a CPU profile is a real pprof file.
+func TestProfiling(t *testing.T) {
+	tests := []struct {
+		name string
+		env  string
+		want int
+	}{
+		{name: "off by default", env: "", want: http.StatusNotFound},
+		{name: "off for another value", env: "yes", want: http.StatusNotFound},
+		{name: "on", env: "1", want: http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(ProfilingEnv, tt.env)
+			s := &Server{Registry: NewRegistry()}
+			srv := httptest.NewServer(s.Handler())
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + "/debug/pprof/profile?seconds=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("GET /debug/pprof/profile: %s, want %d", resp.Status, tt.want)
+			}
+			if tt.want == http.StatusOK {
+				// A CPU profile is gzip-compressed protobuf.
+				if len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+					t.Fatalf("the profile is not gzip data: %q", body[:min(len(body), 32)])
+				}
+			}
+			// The other endpoints stay as they were.
+			resp, err = http.Get(srv.URL + "/healthz")
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("/healthz: %v %v", resp, err)
+			}
+			resp.Body.Close()
+		})
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+
+	"gefyra.dev/gefyra/internal/admin"
 )
 
 // Handler serves the agent's local status for the CLI: GET /status answers
-// the Status as JSON, GET /healthz answers ok. Serve it on loopback only.
+// the Status as JSON, GET /healthz answers ok, and with GEFYRA_PPROF=1 Go's
+// profiles are at /debug/pprof/ (see internal/admin). Serve it on loopback
+// only.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
@@ -22,6 +26,9 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	if admin.ProfilingRequested() {
+		admin.MountProfiling(mux)
+	}
 	return mux
 }
 
