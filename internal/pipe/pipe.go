@@ -4,9 +4,11 @@
 // both connections torn down when a direction fails so nothing waits
 // forever, both directions waited for, their errors joined.
 //
-// Between two *net.TCPConn the bytes are moved by the kernel (io.Copy uses
-// splice) and a relayed byte costs no allocation; other connections (the
-// WireGuard tunnel's netstack) share a pool of buffers.
+// A *net.TCPConn is read and written through internal/netio (plain system
+// calls, no wake-up of the runtime's monitor thread); two of them without
+// counters are relayed by netio.Join, whose idle connections hold no
+// buffer. Other connections (the WireGuard tunnel's netstack) share a pool
+// of buffers.
 package pipe
 
 import (
@@ -18,6 +20,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"gefyra.dev/gefyra/internal/netio"
 )
 
 // Counter is told the bytes of one direction as they are written; a
@@ -47,6 +51,17 @@ func Join(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
 
 // Join is the package's Join with o's pending bytes and counters.
 func (o Options) Join(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
+	at, aTCP := a.(*net.TCPConn)
+	bt, bTCP := b.(*net.TCPConn)
+	if aTCP && bTCP && o.AToB == nil && o.BToA == nil {
+		return netio.Join(ctx, netio.New(at), netio.New(bt), o.APending, o.BPending)
+	}
+	if aTCP {
+		a = netio.New(at)
+	}
+	if bTCP {
+		b = netio.New(bt)
+	}
 	// Deadlines set while a protocol head was read must not end the stream.
 	a.SetDeadline(time.Time{})
 	b.SetDeadline(time.Time{})
@@ -133,15 +148,6 @@ func (j *join) copy(dst, src net.Conn, pending []byte, c Counter) (int64, error)
 
 // copyStream copies until EOF (nil error) or an error.
 func copyStream(dst, src net.Conn, c Counter) (int64, error) {
-	if c == nil {
-		if d, ok := dst.(*net.TCPConn); ok {
-			if s, ok := src.(*net.TCPConn); ok {
-				// TCPConn.ReadFrom splices: the bytes never enter
-				// user space and nothing is allocated.
-				return d.ReadFrom(s)
-			}
-		}
-	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp

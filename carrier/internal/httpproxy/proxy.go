@@ -37,7 +37,7 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/config"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/carrier/internal/netio"
+	"gefyra.dev/gefyra/internal/netio"
 	"gefyra.dev/gefyra/carrier/internal/upstream"
 	"gefyra.dev/gefyra/internal/pipe"
 )

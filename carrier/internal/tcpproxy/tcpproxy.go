@@ -12,7 +12,6 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/config"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/carrier/internal/netio"
 	"gefyra.dev/gefyra/carrier/internal/upstream"
 	"gefyra.dev/gefyra/internal/pipe"
 )
@@ -78,12 +77,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, l *config.Listener) {
 		}
 	}
 	stats.Connection()
-	var up, down int64
-	if tc, ok := c.(*net.TCPConn); ok {
-		up, down, err = netio.Join(ctx, netio.New(tc), netio.New(uc), nil, nil)
-	} else {
-		up, down, err = pipe.Join(ctx, c, uc)
-	}
+	up, down, err := pipe.Join(ctx, c, uc)
 	stats.Bytes(up, down)
 	if err != nil {
 		p.Metrics.UpstreamError(target.Name, metrics.ErrIO)

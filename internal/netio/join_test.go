@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"gefyra.dev/gefyra/carrier/internal/netio"
+	"gefyra.dev/gefyra/internal/netio"
 )
 
 type result struct {

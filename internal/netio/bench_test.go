@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"gefyra.dev/gefyra/carrier/internal/netio"
+	"gefyra.dev/gefyra/internal/netio"
 	"gefyra.dev/gefyra/internal/pipe"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"gefyra.dev/gefyra/carrier/internal/netio"
+	"gefyra.dev/gefyra/internal/netio"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

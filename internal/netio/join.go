@@ -20,12 +20,11 @@ import (
 // are bytes already read from a (resp. b), written to b (resp. a) before
 // anything else. It returns the bytes moved each way.
 //
-// It is not internal/pipe.Join because of how it reads: pipe moves bytes
-// between two TCP connections with splice, through the runtime's syscall
-// path (see the package comment), or else through a 64 KiB buffer per
-// direction held while the connection lasts. Here a direction takes a
-// buffer from a pool only once its socket has data and puts it back when
-// that is written, so an idle connection holds none.
+// A direction takes a buffer from a pool only once its socket has data
+// and puts it back when that is written, so an idle connection holds
+// none. (Splice would keep the bytes in the kernel, but it goes through
+// the runtime's syscall path, see the package comment, and costs two
+// calls and a pipe per move.)
 func Join(ctx context.Context, a, b *Conn, aPending, bPending []byte) (aToB, bToA int64, err error) {
 	// Deadlines set while a protocol head was read must not end the stream.
 	a.SetDeadline(time.Time{})
