@@ -15,7 +15,7 @@
 // message heads are parsed into per-connection buffers, bodies move
 // through the connections' bufio buffers, and metric handles hang on the
 // compiled routes. TCP connections are read and written through
-// carrier/internal/netio, which keeps the runtime's monitor thread from
+// internal/netio, which keeps the runtime's monitor thread from
 // waking up around every request.
 package httpproxy
 
