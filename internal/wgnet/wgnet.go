@@ -18,8 +18,8 @@
 // EgressInfo is what stowaway announces about it.
 //
 // The stack sits behind a TUN device of this package's own that moves
-// packets between gVisor and WireGuard in batches, with gVisor's GSO on the
-// way out and GRO on the way in (see fastStack); wireguard-go's stock
+// packets between gVisor and WireGuard in batches, with GSO on the way out
+// and gVisor's GRO on the way in (see fastStack); wireguard-go's stock
 // netstack TUN, one packet at a time, remains for comparison in the
 // benchmarks.
 package wgnet
@@ -343,7 +343,11 @@ func (n *Net) Listen(network, address string) (net.Listener, error) {
 }
 
 // Close stops the endpoint: the UDP socket, the device and the stack. Open
-// connections and listeners fail from then on.
+// connections and listeners fail from then on. What connections have
+// written but the stack has not sent yet is discarded: unlike the kernel's,
+// this stack does not keep sending after it is closed, so a last reply
+// must be known to have arrived (e.g. the peer's FIN after it) before
+// Close.
 func (n *Net) Close() error {
 	n.mu.Lock()
 	if n.closed {

@@ -8,7 +8,8 @@
 // the client sends -bytes bytes, 'R' that the server does. When the
 // transfer is done, each side prints one JSON line with the bytes moved,
 // the wall time of the transfer and its own CPU time (user+system, whole
-// process).
+// process). With -cpuprofile FILE it writes a CPU profile of the transfer
+// to FILE.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -40,13 +42,13 @@ type Result struct {
 }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "tunnelpeer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("tunnelpeer", flag.ContinueOnError)
 	role := fs.String("role", "", "server or client")
 	listen := fs.String("listen", "", "server: TCP address to listen on (inside the tunnel with -tunnel)")
@@ -62,6 +64,7 @@ func run(args []string) error {
 	peerAddr := fs.String("peer-addr", "", "-tunnel: the other end's tunnel address")
 	mtu := fs.Int("mtu", wgnet.DefaultMTU, "-tunnel: tunnel MTU")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the transfer to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,13 +96,14 @@ func run(args []string) error {
 
 	var c net.Conn
 	var sends bool
+	var err error
 	if *role == "server" {
 		l, err := listenFn(*listen)
 		if err != nil {
 			return err
 		}
 		defer l.Close()
-		fmt.Println("ready")
+		fmt.Fprintln(stdout, "ready")
 		go func() { <-ctx.Done(); l.Close() }()
 		c, err = l.Accept()
 		if err != nil {
@@ -111,7 +115,6 @@ func run(args []string) error {
 		}
 		sends = cmd[0] == 'R'
 	} else {
-		var err error
 		for {
 			c, err = dialFn(ctx, *connect)
 			if err == nil || ctx.Err() != nil {
@@ -130,9 +133,23 @@ func run(args []string) error {
 	defer c.Close()
 	go func() { <-ctx.Done(); c.Close() }()
 
-	start := time.Now()
-	n, err := transfer(c, sends, *size)
-	elapsed := time.Since(start)
+	var prof *os.File
+	if *cpuProfile != "" {
+		if prof, err = os.Create(*cpuProfile); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer prof.Close()
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
+	n, elapsed, err := transfer(c, sends, *size)
+	if prof != nil {
+		pprof.StopCPUProfile()
+		if cerr := prof.Close(); cerr != nil {
+			return fmt.Errorf("-cpuprofile: %w", cerr)
+		}
+	}
 	acked := true
 	if errors.Is(err, errNoAck) {
 		acked, err = false, nil
@@ -148,7 +165,7 @@ func run(args []string) error {
 		return err
 	}
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	return json.NewEncoder(os.Stdout).Encode(Result{Role: *role, Sender: sends, Bytes: n, Seconds: elapsed.Seconds(), CPUSeconds: cpu.Seconds(), Acked: acked})
+	return json.NewEncoder(stdout).Encode(Result{Role: *role, Sender: sends, Bytes: n, Seconds: elapsed.Seconds(), CPUSeconds: cpu.Seconds(), Acked: acked})
 }
 
 func endpoint(key, peer, peerEndpoint, addr, peerAddr string, port, mtu int) (*wgnet.Net, error) {
@@ -178,42 +195,60 @@ func endpoint(key, peer, peerEndpoint, addr, peerAddr string, port, mtu int) (*w
 	})
 }
 
-// transfer moves size bytes over c. The receiver's wall time (from the
-// direction byte to the sender's half-close) is the measurement; it then
-// answers with one byte so neither side depends on a FIN from a peer
-// whose process is already exiting.
-func transfer(c net.Conn, sends bool, size int64) (int64, error) {
+// transfer moves size bytes over c and returns how long that took: for
+// the receiver from the direction byte to the last byte of data (the
+// measurement), for the sender until the receiver acknowledged them.
+//
+// The end is a handshake that keeps both processes, and with -tunnel their
+// userspace network stacks, alive until the other side has everything it
+// waits for; a stack that goes away takes the segments it has not sent yet
+// with it (unlike the kernel, which keeps sending after a process exits):
+//
+//  1. the receiver reads exactly size bytes and answers with one byte;
+//  2. the sender reads that acknowledgement, then half-closes;
+//  3. the receiver waits for that FIN, the proof that the acknowledgement
+//     arrived, before it exits; the sender waits briefly for the
+//     receiver's FIN in turn, so its own FIN is not cut off either.
+func transfer(c net.Conn, sends bool, size int64) (int64, time.Duration, error) {
+	start := time.Now()
 	var ack [1]byte
+	buf := make([]byte, 256<<10)
 	if sends {
-		n, err := io.CopyBuffer(c, io.LimitReader(zeros{}, size), make([]byte, 256<<10))
+		n, err := io.CopyBuffer(c, io.LimitReader(zeros{}, size), buf)
 		if err != nil {
-			return n, err
+			return n, time.Since(start), err
 		}
-		if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
-			return n, err
-		}
-		// The receiver's clock is the measurement; the acknowledgement only
-		// keeps this side from exiting (and tearing down its stack) while
-		// data is still in flight. A lost one is reported, not fatal.
+		// The receiver's clock is the measurement; a lost acknowledgement
+		// is reported, not fatal.
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.ReadFull(c, ack[:]); err != nil {
-			return n, errNoAck
+			return n, time.Since(start), errNoAck
 		}
-		return n, nil
+		elapsed := time.Since(start)
+		if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+			return n, elapsed, err
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, c)
+		return n, elapsed, nil
 	}
-	n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+	n, err := io.CopyBuffer(io.Discard, io.LimitReader(c, size), buf)
+	elapsed := time.Since(start)
 	if err != nil {
-		return n, err
+		return n, elapsed, err
+	}
+	if n < size {
+		return n, elapsed, fmt.Errorf("the sender closed after %d of %d bytes", n, size)
 	}
 	ack[0] = 'K'
 	if _, err := c.Write(ack[:]); err != nil {
-		return n, err
+		return n, elapsed, err
 	}
-	// Give the acknowledgement time to leave before this process (and,
-	// with -tunnel, its network stack) goes away.
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	// The sender's FIN follows the acknowledgement's arrival. Anything
+	// else, or no FIN in time, leaves the sender to report the loss.
+	c.SetReadDeadline(time.Now().Add(6 * time.Second))
 	io.Copy(io.Discard, c)
-	return n, nil
+	return n, elapsed, nil
 }
 
 var errNoAck = errors.New("no acknowledgement from the receiver")
