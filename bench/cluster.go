@@ -92,13 +92,14 @@ func bridgePath(ctx context.Context, log *slog.Logger, st settings, d *report.Da
 	defer backend.Stop()
 	res, err := bridgepath.Run(ctx, bridgepath.Config{
 		World: w, Root: root, Backend: addr, Runs: st.runs, Conns: st.conns, WarmBridges: st.nextBridges,
+		BackendPID: backend.PID(), ProfileDir: st.chartDir, ProfileSeconds: max(1, int(st.duration/time.Second)-1),
 		Drive: func(ctx context.Context, addr string, conns int, header string) (report.Sample, error) {
 			return wrk(ctx, target{name: addr, addr: addr, header: header}, backend, conns, st.duration)
 		},
 		Log: os.Stderr,
 	})
 	if res != nil {
-		bp := &report.BridgePath{FirstBridge: res.FirstBridge, NextBridges: res.NextBridges, Service: res.Service, Backend: res.Backend}
+		bp := &report.BridgePath{FirstBridge: res.FirstBridge, NextBridges: res.NextBridges, Service: res.Service, Backend: res.Backend, CPU: res.CPU, Profiles: res.Profiles}
 		for _, c := range st.conns {
 			if s := res.Direct[c]; len(s) > 0 {
 				bp.Series = append(bp.Series, report.Series{Target: "direct", Kind: "bridge", Conns: c, Samples: s})

@@ -58,10 +58,12 @@ import (
 	"time"
 
 	"gefyra.dev/gefyra/bench/internal/measure"
+	"gefyra.dev/gefyra/bench/internal/profile"
 	"gefyra.dev/gefyra/bench/internal/refs"
 	"gefyra.dev/gefyra/bench/internal/report"
 	"gefyra.dev/gefyra/bench/internal/tunnel"
 	"gefyra.dev/gefyra/bench/internal/xds"
+	"gefyra.dev/gefyra/internal/admin"
 )
 
 func main() {
@@ -458,7 +460,7 @@ func proxies(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 		return err
 	}
 	defer cp.Stop()
-	cr, err := refs.Start(ctx, "carrier", addrs["carrier-http"], []string{"GEFYRA_CARRIER_LOCK=" + filepath.Join(tmp, "carrier.lock")},
+	cr, err := refs.Start(ctx, "carrier", addrs["carrier-http"], []string{"GEFYRA_CARRIER_LOCK=" + filepath.Join(tmp, "carrier.lock"), admin.ProfilingEnv + "=1"},
 		filepath.Join(bin, "carrier"), "-xds-server", cp.Addr, "-node-id", xds.NodeID, "-token-file", "",
 		"-admin-addr", addrs["carrier-admin"], "-log-level", "warn", "-log-format", "text")
 	if err != nil {
@@ -506,6 +508,20 @@ func proxies(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 					}
 					series[i].Samples = append(series[i].Samples, s)
 				}
+			}
+			// The evidence: carrier's CPU profile under the same load,
+			// in a run of its own that is not among the measured ones.
+			for i, t := range targets {
+				if t.proc != cr {
+					continue
+				}
+				log.Info("wrk with carrier's CPU profile", "target", t.name, "conns", conns)
+				prof, err := profileRun(ctx, t, backend, conns, st.duration, "http://"+addrs["carrier-admin"], filepath.Join(st.chartDir, fmt.Sprintf("carrier-%s-c%d.cpu.pprof", t.kind, conns)))
+				if err != nil {
+					d.NotDone = append(d.NotDone, fmt.Sprintf("carrier's CPU profile, %s, %d connections: %s", t.name, conns, firstLine(err.Error())))
+					continue
+				}
+				series[i].Profiles = prof
 			}
 			d.HTTP = append(d.HTTP, series...)
 		}
@@ -585,6 +601,44 @@ func wrk(ctx context.Context, t target, backend *refs.Proc, conns int, dur time.
 	}
 	s.RPS, s.Requests, s.Errors, s.Percentiles = w.RPS, w.Requests, w.Errors, w.Percentiles
 	return s, nil
+}
+
+// profileRun drives t like a measured run while it takes a CPU profile
+// of the proxy from admin (its pprof endpoint) into file, and returns the
+// profile's views.
+func profileRun(ctx context.Context, t target, backend *refs.Proc, conns int, dur time.Duration, admin, file string) ([]report.Profile, error) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return nil, err
+	}
+	seconds := max(1, int(dur/time.Second)-1)
+	errc := make(chan error, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond) // past wrk's connection set-up
+		errc <- profile.Fetch(ctx, nil, admin, seconds, file)
+	}()
+	_, werr := wrk(ctx, t, backend, conns, dur)
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	root, err := filepath.Abs(".")
+	if err != nil {
+		return nil, err
+	}
+	var out []report.Profile
+	for _, v := range profile.FlatAndCum {
+		top, err := profile.Top(ctx, root, file, v.Args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, report.Profile{
+			Title: fmt.Sprintf("CPU of carrier, %s, %d connection(s), %s", t.name, conns, v.Name),
+			File:  filepath.Base(file), Top: top,
+		})
+	}
+	return out, nil
 }
 
 // h2load drives carrier with h2c (prior knowledge).
@@ -672,8 +726,8 @@ func tunnels(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 	cases := []report.Tunnel{
 		{Name: "plain TCP", VethMTU: 1500, Upload: true},
 		{Name: "plain TCP", VethMTU: 1500, Upload: false},
-		{Name: "wgnet MTU 1420", Tunnel: true, MTU: 1420, VethMTU: 1500, Upload: true, Reference: "130"},
-		{Name: "wgnet MTU 1420", Tunnel: true, MTU: 1420, VethMTU: 1500, Upload: false, Reference: "130"},
+		{Name: "wgnet MTU 1420", Tunnel: true, MTU: 1420, VethMTU: 1500, Upload: true, Reference: "200"},
+		{Name: "wgnet MTU 1420", Tunnel: true, MTU: 1420, VethMTU: 1500, Upload: false, Reference: "200"},
 		{Name: "plain TCP", VethMTU: 9000, Upload: true},
 		{Name: "plain TCP", VethMTU: 9000, Upload: false},
 		{Name: "wgnet MTU 8920", Tunnel: true, MTU: 8920, VethMTU: 9000, Upload: true, Reference: "400"},
@@ -703,8 +757,33 @@ func tunnels(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 			c.MBps = append(c.MBps, res.MBps())
 			c.CPUPerGB = append(c.CPUPerGB, res.CPUPerGB())
 		}
+		if c.Tunnel && c.Error == "" {
+			tunnelProfile(ctx, log, st, c, tunnel.Run{Peer: peer, Tunnel: true, MTU: c.MTU, Upload: c.Upload, Bytes: size})
+		}
 	}
 	d.Tunnels = cases
+}
+
+// tunnelProfile adds CPU profiles of both peers, taken in one extra run
+// of r, to c. A failed profile run is logged and leaves c without them.
+func tunnelProfile(ctx context.Context, log *slog.Logger, st settings, c *report.Tunnel, r tunnel.Run) {
+	dir, arrow := "a-to-b", "A → B"
+	if !c.Upload {
+		dir, arrow = "b-to-a", "B → A"
+	}
+	root, err := filepath.Abs(".")
+	if err != nil {
+		log.Warn("tunnel profile", "case", c.Name, "err", err)
+		return
+	}
+	log.Info("tunnel", "case", c.Name, "veth-mtu", c.VethMTU, "upload", c.Upload, "run", "profile")
+	name := fmt.Sprintf("tunnel-mtu%d-%s", c.MTU, dir)
+	p, err := tunnel.Profile(ctx, r, st.chartDir, name, c.Name+", "+arrow, root)
+	if err != nil {
+		log.Warn("tunnel profile", "case", c.Name, "upload", c.Upload, "err", err)
+		return
+	}
+	c.Profiles = p
 }
 
 func check(ctx context.Context, addr string) error {

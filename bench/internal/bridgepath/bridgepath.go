@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -33,6 +34,7 @@ import (
 	"gefyra.dev/gefyra/bench/internal/report"
 	gefyrav1 "gefyra.dev/gefyra/controlplane/api/v1alpha1"
 	"gefyra.dev/gefyra/demo/story"
+	"gefyra.dev/gefyra/internal/admin"
 	"gefyra.dev/gefyra/internal/testworld"
 )
 
@@ -90,6 +92,9 @@ spec:
           env:
             - {name: PORT, value: "8155"}
             - {name: LOG_FORMAT, value: json}
+            # carrier, swapped in, keeps the container's environment: its
+            # profiling endpoints are on for the CPU profiles.
+            - {name: GEFYRA_PPROF, value: "1"}
           ports:
             - {name: http, containerPort: 8155, protocol: TCP}
           readinessProbe:
@@ -129,6 +134,12 @@ type Config struct {
 	// on the workload that runs carrier already.
 	WarmBridges int
 	Drive       Drive
+	// BackendPID is the local backend's process (its CPU is counted).
+	BackendPID int
+	// ProfileDir receives the CPU profiles of carrier, stowaway and the
+	// agent ("" for none); ProfileSeconds is each profile's length.
+	ProfileDir     string
+	ProfileSeconds int
 	// Log receives the narration of every step.
 	Log io.Writer
 }
@@ -147,6 +158,11 @@ type Result struct {
 	// Service is the workload's Service (ClusterIP:port), Backend the
 	// local backend.
 	Service, Backend string
+	// CPU is each process's CPU time during an extra run per connection
+	// count; Profiles the CPU profiles of carrier, stowaway and the agent
+	// during another.
+	CPU      []report.ProcessCPU
+	Profiles []report.Profile
 }
 
 // Run measures on w; the caller holds the cluster's lock. The error names
@@ -165,6 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	d := story.New(w, cfg.Root)
 	var addon *story.Addon
 	var dev *story.Developer
+	var agent *story.Agent
 	var svc string
 	steps := []story.Step{
 		{Title: "Building and loading the images (world/images.sh)", Run: func(t testworld.T) {
@@ -180,6 +197,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		{Title: "Installing the add-on (kubectl apply -k deploy/)", Run: func(t testworld.T) {
 			addon.Install(t)
 			addon.WaitReady(t)
+			if cfg.ProfileDir != "" {
+				profileStowaway(t, w)
+			}
 		}},
 		{Title: "Deploying the benchmark's workload", Run: func(t testworld.T) {
 			w.Apply(t, manifest)
@@ -190,7 +210,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}},
 		{Title: "Registering a developer and starting the agent", Run: func(t testworld.T) {
 			dev = addon.Register(t, user)
-			dev.StartAgent(t, dir, map[uint16]string{tunnelPort: cfg.Backend})
+			agent = dev.StartAgent(t, dir, map[uint16]string{tunnelPort: cfg.Backend}, admin.ProfilingEnv+"=1")
 		}},
 		{Title: "Creating the workload's first GefyraBridge (carrier is swapped in)", Run: func(t testworld.T) {
 			res.FirstBridge = timeBridge(t, w, addon, svc, "bench", spec(dev.Name, Header, HeaderValue))
@@ -212,6 +232,47 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 						}
 						target.into[c] = append(target.into[c], s)
 					}
+				}
+			}
+		}},
+		{Title: "Where the CPU goes: each process's CPU time, then CPU profiles, in extra runs", Run: func(t testworld.T) {
+			groups := []group{
+				{name: "carrier (in the workload's Pod)", pids: pidsNamed("carrier")},
+				{name: "stowaway (a Pod)", pids: pidsNamed("stowaway")},
+				{name: "gefyra-agent", pids: []int{agent.PID()}},
+				{name: "the local backend (nginx)", pids: []int{cfg.BackendPID}},
+			}
+			for _, g := range groups {
+				if len(g.pids) == 0 || g.pids[0] == 0 {
+					t.Fatalf("no process for %s", g.name)
+				}
+			}
+			for _, c := range cfg.Conns {
+				t.Logf("CPU per process, %d connection(s)", c)
+				split, err := cpuSplit(ctx, cfg.Drive, svc, c, groups)
+				if err != nil {
+					t.Fatalf("CPU split, %d connection(s): %v", c, err)
+				}
+				res.CPU = append(res.CPU, split...)
+			}
+			if cfg.ProfileDir == "" {
+				return
+			}
+			agentAddr, err := agent.StatusAddr()
+			if err != nil {
+				t.Fatalf("%v", err)
+			}
+			targets := []target{
+				{name: "carrier", base: "http://" + net.JoinHostPort(podIP(t, w, Namespace, "app=bench-app"), carrierAdminPort)},
+				{name: "stowaway", base: "http://" + net.JoinHostPort(podIP(t, w, story.AddonNamespace, stowawaySelector), stowawayAdminPort)},
+				{name: "gefyra-agent", base: "http://" + agentAddr},
+			}
+			for _, c := range cfg.Conns {
+				t.Logf("CPU profiles of carrier, stowaway and the agent, %d connection(s)", c)
+				prof, err := profileRun(ctx, w, cfg.Drive, svc, c, cfg.ProfileSeconds, cfg.Root, cfg.ProfileDir, targets)
+				res.Profiles = append(res.Profiles, prof...)
+				if err != nil {
+					t.Fatalf("CPU profiles, %d connection(s): %v", c, err)
 				}
 			}
 		}},

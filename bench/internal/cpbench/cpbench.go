@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"gefyra.dev/gefyra/bench/internal/measure"
+	"gefyra.dev/gefyra/bench/internal/profile"
 )
 
 // The benchmarks and their packages.
@@ -95,26 +96,14 @@ func Run(ctx context.Context, root string, changes, translations int, profileDir
 				[]string{"-top", "-sample_index", "inuse_space", "-nodecount", "15"}})
 		}
 		for _, v := range views {
-			top, err := goCmd(ctx, root, nil, append(append([]string{"tool", "pprof"}, v.args...), f)...)
+			top, err := profile.Top(ctx, root, f, v.args...)
 			if err != nil {
 				return res, err
 			}
-			res.Profiles = append(res.Profiles, Profile{Title: v.title, File: base, Top: TrimTop(top)})
+			res.Profiles = append(res.Profiles, Profile{Title: v.title, File: base, Top: top})
 		}
 	}
 	return res, nil
-}
-
-// TrimTop keeps pprof's summary lines and table, without the file and
-// build lines before them.
-func TrimTop(out string) string {
-	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "Showing nodes") || strings.HasPrefix(l, "Dropped") {
-			return strings.Join(lines[i:], "\n")
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // view is one pprof view of a profile.

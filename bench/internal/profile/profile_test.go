@@ -1,4 +1,4 @@
-package cpbench
+package profile
 
 import "testing"
 

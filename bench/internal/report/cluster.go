@@ -34,6 +34,31 @@ type BridgePath struct {
 	// Service and Backend are the two addresses called.
 	Service, Backend string
 	LockWait         time.Duration
+	// CPU is each process's CPU time per request on the path, by
+	// connection count, read from /proc during an extra run.
+	CPU []ProcessCPU
+	// Profiles are CPU profiles of carrier, stowaway and the agent taken
+	// during that run.
+	Profiles []Profile
+}
+
+// ProcessCPU is one process's (or group's) share of the CPU during a run
+// of the bridge path.
+type ProcessCPU struct {
+	Process string
+	Conns   int
+	// Requests is what the run served; CPU the process's user and system
+	// time over it.
+	Requests int64
+	CPU      time.Duration
+}
+
+// PerRequest is the process's CPU time per request, in µs.
+func (c ProcessCPU) PerRequest() float64 {
+	if c.Requests == 0 {
+		return 0
+	}
+	return float64(c.CPU.Microseconds()) / float64(c.Requests)
 }
 
 func (b *BridgePath) find(target string, conns int) *Series {
@@ -174,6 +199,8 @@ func writeBridgePath(p func(string, ...any), d *Data) {
 		}
 		p("\n")
 	}
+	writeBridgeCPU(p, b)
+	writeProfiles(p, b.Profiles)
 }
 
 func writeControlPlane(p func(string, ...any), d *Data) {
@@ -208,7 +235,66 @@ func writeControlPlane(p func(string, ...any), d *Data) {
 		}
 		p("\n")
 	}
-	for _, pr := range c.Profiles {
+	writeProfiles(p, c.Profiles)
+}
+
+// writeProfiles writes each profile's table, folded.
+func writeProfiles(p func(string, ...any), profiles []Profile) {
+	for _, pr := range profiles {
 		p("<details><summary>%s (<code>go tool pprof</code>, %s)</summary>\n\n```\n%s\n```\n\n</details>\n\n", pr.Title, pr.File, pr.Top)
 	}
+}
+
+// writeBridgeCPU writes the CPU per request of each process on the
+// bridge path, by connection count.
+func writeBridgeCPU(p func(string, ...any), b *BridgePath) {
+	if len(b.CPU) == 0 {
+		return
+	}
+	var conns []int
+	for _, c := range b.CPU {
+		if !slices.Contains(conns, c.Conns) {
+			conns = append(conns, c.Conns)
+		}
+	}
+	slices.Sort(conns)
+	p("### Where the CPU goes on the bridge path\n\n")
+	p("CPU time (user + system, from /proc) of each process during an extra run through the bridge path, per request served. The kernel's softirq work for a packet is charged to whichever process was on the CPU when it ran, so the split between neighbours on the path is approximate; the total is not.\n\n")
+	p("| process |")
+	for _, c := range conns {
+		p(" µs per request, %d conn | share |", c)
+	}
+	p("\n|---|")
+	for range conns {
+		p("---:|---:|")
+	}
+	p("\n")
+	var names []string
+	for _, c := range b.CPU {
+		if !slices.Contains(names, c.Process) {
+			names = append(names, c.Process)
+		}
+	}
+	total := map[int]float64{}
+	for _, c := range b.CPU {
+		total[c.Conns] += c.PerRequest()
+	}
+	for _, n := range names {
+		p("| %s |", n)
+		for _, conns := range conns {
+			i := slices.IndexFunc(b.CPU, func(c ProcessCPU) bool { return c.Process == n && c.Conns == conns })
+			if i < 0 || total[conns] == 0 {
+				p(" – | – |")
+				continue
+			}
+			v := b.CPU[i].PerRequest()
+			p(" %.1f | %.0f %% |", v, 100*v/total[conns])
+		}
+		p("\n")
+	}
+	p("| all of them |")
+	for _, c := range conns {
+		p(" %.1f | |", total[c])
+	}
+	p("\n\n")
 }

@@ -32,6 +32,11 @@ func TestWriteClusterSections(t *testing.T) {
 				"| one-workload | 1000 | 1000 | 400 ms | 700 ms | 900 ms | 600 ms |",
 				"| bridges=1000 | 500 | 80 | 1000000 |",
 				"```\nShowing nodes accounting for 1s\n```",
+				"| process | µs per request, 1 conn | share | µs per request, 32 conn | share |",
+				"| carrier | 100.0 | 50 % | 10.0 | 25 % |",
+				"| stowaway | 100.0 | 50 % | 30.0 | 75 % |",
+				"| all of them | 200.0 | | 40.0 | |",
+				"<details><summary>CPU of carrier on the bridge path (<code>go tool pprof</code>, c.cpu.pprof)</summary>\n\n```\nShowing nodes accounting for 2s\n```",
 			},
 		},
 		{
@@ -58,6 +63,13 @@ func TestWriteClusterSections(t *testing.T) {
 				FirstBridge: 5200 * time.Millisecond,
 				NextBridges: []time.Duration{300 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
 				Backend:     "127.0.0.1:1234",
+				CPU: []ProcessCPU{
+					{Process: "carrier", Conns: 1, Requests: 1000, CPU: 100 * time.Millisecond},
+					{Process: "stowaway", Conns: 1, Requests: 1000, CPU: 100 * time.Millisecond},
+					{Process: "carrier", Conns: 32, Requests: 10000, CPU: 100 * time.Millisecond},
+					{Process: "stowaway", Conns: 32, Requests: 10000, CPU: 300 * time.Millisecond},
+				},
+				Profiles: []Profile{{Title: "CPU of carrier on the bridge path", File: "c.cpu.pprof", Top: "Showing nodes accounting for 2s"}},
 			}
 			d.ControlPlane = &ControlPlane{
 				Fanout: []measure.GoBench{

@@ -43,6 +43,9 @@ type Series struct {
 	Ref     string
 	Conns   int
 	Samples []Sample
+	// Profiles are CPU profiles of the proxy taken during an extra run
+	// at this load (carrier's, when asked for).
+	Profiles []Profile
 }
 
 // Median of f over the samples.
@@ -102,6 +105,8 @@ type Tunnel struct {
 	// LostAcks counts runs whose end-of-transfer acknowledgement (one
 	// byte from receiver to sender, after the data) was lost.
 	LostAcks int
+	// Profiles are CPU profiles of the two peers during an extra run.
+	Profiles []Profile
 }
 
 // Data is everything measured.
@@ -212,7 +217,7 @@ func Write(w io.Writer, d *Data) error {
 		if m < want {
 			met = fmt.Sprintf("**no** (%.0f %% short)", 100*(1-m/want))
 		}
-		p("| %s, %s, ≥ %s MB/s (the reference in DESIGN §5) | %.0f MB/s | %s |\n", t.Name, t.Direction(), t.Reference, m, met)
+		p("| %s, %s, ≥ %s MB/s each way (DESIGN §5) | %.0f MB/s | %s |\n", t.Name, t.Direction(), t.Reference, m, met)
 	}
 	for _, r := range budgetRows(d) {
 		p("%s\n", r)
@@ -257,6 +262,11 @@ func Write(w io.Writer, d *Data) error {
 			p("| %s | %d | %.0f | %s | %.0f | %.0f | %s | %s | %s | %d |\n", s.Target, s.Conns, s.Median(rps), rr, s.P(50), s.P(99), cpuS, pc, rc, errs)
 		}
 		p("\n")
+		for _, s := range d.HTTP {
+			if s.Kind == kind {
+				writeProfiles(p, s.Profiles)
+			}
+		}
 	}
 	for _, c := range d.Charts {
 		p("![latency percentiles](%s)\n\n", c)
@@ -302,6 +312,9 @@ func Write(w io.Writer, d *Data) error {
 			p("| %s | %s | %d | %.0f%s | %s | %.2f |\n", t.Name, dir, t.VethMTU, Median(t.MBps), lost, rel, Median(t.CPUPerGB))
 		}
 		p("\n")
+		for _, t := range d.Tunnels {
+			writeProfiles(p, t.Profiles)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -3,7 +3,7 @@
 // pair, and the same transfer inside a wgnet WireGuard tunnel between two
 // tunnelpeer processes, one in each namespace. Only the two veths get
 // addresses (10.251.0.1/30 and 10.251.0.2/30); nothing else on the host
-// changes.
+// changes. Profile repeats a transfer with CPU profiles of both peers.
 package tunnel
 
 import (
@@ -13,11 +13,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"gefyra.dev/gefyra/bench/internal/profile"
+	"gefyra.dev/gefyra/bench/internal/report"
 	"gefyra.dev/gefyra/internal/wgnet"
 )
 
@@ -97,6 +101,10 @@ type Run struct {
 	Upload bool
 	// Bytes to move.
 	Bytes int64
+	// SenderProfile and ReceiverProfile, when set, are files the sending
+	// and the receiving peer write a CPU profile of the transfer to
+	// (tunnelpeer -cpuprofile).
+	SenderProfile, ReceiverProfile string
 }
 
 // Result is one transfer's outcome.
@@ -135,6 +143,16 @@ func Transfer(ctx context.Context, r Run) (Result, error) {
 	common := []string{"-bytes", fmt.Sprint(r.Bytes)}
 	srvArgs := append([]string{"-role", "server"}, common...)
 	cliArgs := append([]string{"-role", "client", "-dir", dir}, common...)
+	cliProf, srvProf := r.SenderProfile, r.ReceiverProfile
+	if !r.Upload {
+		cliProf, srvProf = srvProf, cliProf
+	}
+	if cliProf != "" {
+		cliArgs = append(cliArgs, "-cpuprofile", cliProf)
+	}
+	if srvProf != "" {
+		srvArgs = append(srvArgs, "-cpuprofile", srvProf)
+	}
 	if r.Tunnel {
 		ka, err := wgnet.GeneratePrivateKey()
 		if err != nil {
@@ -182,6 +200,11 @@ func Transfer(ctx context.Context, r Run) (Result, error) {
 		srv.Wait()
 		return Result{}, fmt.Errorf("tunnelpeer server: no result: %s", bytes.TrimSpace(srvErr.Bytes()))
 	}
+	// The server prints its result before it exits; its profile is
+	// complete only once it has.
+	if err := srv.Wait(); err != nil {
+		return Result{}, fmt.Errorf("tunnelpeer server: %w: %s", err, bytes.TrimSpace(srvErr.Bytes()))
+	}
 	var c, s peerResult
 	if err := json.Unmarshal(cliOut, &c); err != nil {
 		return Result{}, fmt.Errorf("tunnelpeer client output %q: %w", cliOut, err)
@@ -198,4 +221,38 @@ func Transfer(ctx context.Context, r Run) (Result, error) {
 		recv, send = c, s
 	}
 	return Result{Bytes: r.Bytes, Seconds: recv.Seconds, CPUSeconds: c.CPUSeconds + s.CPUSeconds, LostAck: !send.Acked}, nil
+}
+
+// Profile repeats r once with both peers taking CPU profiles into dir, as
+// name-sender.cpu.pprof and name-receiver.cpu.pprof, and returns the
+// flat and cumulative `go tool pprof -top` views of each (run in the
+// module at root), titled "CPU of the sending peer, <setting>, <view>".
+// The run is not a measurement; its result is dropped.
+func Profile(ctx context.Context, r Run, dir, name, setting, root string) ([]report.Profile, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	r.SenderProfile = filepath.Join(dir, name+"-sender.cpu.pprof")
+	r.ReceiverProfile = filepath.Join(dir, name+"-receiver.cpu.pprof")
+	if _, err := Transfer(ctx, r); err != nil {
+		return nil, err
+	}
+	var out []report.Profile
+	for _, p := range []struct{ who, file string }{{"sending", r.SenderProfile}, {"receiving", r.ReceiverProfile}} {
+		for _, v := range profile.FlatAndCum {
+			top, err := profile.Top(ctx, root, p.file, v.Args...)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, report.Profile{
+				Title: fmt.Sprintf("CPU of the %s peer, %s, %s", p.who, setting, v.Name),
+				File:  filepath.Base(p.file), Top: top,
+			})
+		}
+	}
+	return out, nil
 }
