@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gefyra.dev/gefyra/carrier/internal/config"
-	"gefyra.dev/gefyra/carrier/internal/netio"
+	"gefyra.dev/gefyra/internal/netio"
 	"gefyra.dev/gefyra/internal/wire"
 )
 
