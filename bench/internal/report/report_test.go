@@ -48,8 +48,8 @@ func TestWrite(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"| carrier http beats nginx proxy_pass per proxy-CPU-second, 1 conn | 4000 vs 1000 req/CPU-s (4.00×) | yes |",
-		"| carrier tcp beats nginx stream per proxy-CPU-second, 1 conn | 500 vs 1000 req/CPU-s (0.50×) | **no** (50 % short) |",
+		"| carrier http ≥ 1.3× nginx proxy_pass per proxy-CPU-second, 1 conn | 4000 vs 1000 req/CPU-s (4.00×) | yes |",
+		"| carrier tcp ≥ 1.0× nginx stream per proxy-CPU-second, 1 conn | 500 vs 1000 req/CPU-s (0.50×) | **no** (50 % short) |",
 		"| carrier http | 1 | 2000 | 2.00× | 100 | 1000 | 0.50 | 4000 | 4.00× | 0 |",
 		"| carrier tcp | 1 | 500 | 0.50× | 100 | 1000 | 1.00 | 500 | 0.50× | 0 |\n\n<details><summary>CPU of carrier, carrier tcp (<code>go tool pprof</code>, carrier-tcp-c1.cpu.pprof)</summary>\n\n```\nShowing nodes accounting for 3s\n```",
 		"| 150 | – | 10.00 |\n\n<details><summary>CPU of the sending peer (<code>go tool pprof</code>, tunnel.cpu.pprof)</summary>",
