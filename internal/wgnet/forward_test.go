@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/conn"
 )
 
 // newForwardingPair is a forwarding endpoint (as stowaway) and a peer of
@@ -23,7 +21,7 @@ func newForwardingPair(t *testing.T, cluster netip.Prefix, forwarding bool) (fwd
 	if err != nil {
 		t.Fatal(err)
 	}
-	bind := &recordingBind{Bind: conn.NewDefaultBind()}
+	bind := &recordingBind{Bind: newBind()}
 	n, err := New(Config{PrivateKey: key, Address: netip.MustParseAddr("10.99.0.1"), bind: bind, Forwarding: forwarding})
 	if err != nil {
 		t.Fatal(err)

@@ -167,7 +167,7 @@ func New(cfg Config) (*Net, error) {
 	}
 	bind := cfg.bind
 	if bind == nil {
-		bind = conn.NewDefaultBind()
+		bind = newBind()
 	}
 	dev := device.NewDevice(st.tunDevice(), bind, wgLogger(log))
 	n := &Net{

@@ -63,7 +63,7 @@ func newEndpointWith(t testing.TB, addr string, mtu int, stock bool) *endpoint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bind := &recordingBind{Bind: conn.NewDefaultBind()}
+	bind := &recordingBind{Bind: newBind()}
 	n, err := New(Config{PrivateKey: key, Address: netip.MustParseAddr(addr), MTU: mtu, bind: bind, stockTUN: stock})
 	if err != nil {
 		t.Fatal(err)
@@ -543,7 +543,7 @@ func TestReconnectAfterPeerRestart(t *testing.T) {
 	// are stale. After Reconnect, a reaches the new b at once.
 	port := b.ListenPort()
 	b.Close()
-	bind := &recordingBind{Bind: conn.NewDefaultBind()}
+	bind := &recordingBind{Bind: newBind()}
 	n, err := New(Config{PrivateKey: b.key, Address: b.Address(), ListenPort: port, bind: bind,
 		Peers: []Peer{{PublicKey: a.PublicKey(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}}})
 	if err != nil {
