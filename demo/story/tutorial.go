@@ -184,10 +184,16 @@ func (u *Tutorial) run(ctx context.Context, args ...string) (string, error) {
 	return strings.TrimRight(string(out), "\n"), err
 }
 
-// Up runs `gefyra up`.
+// Up runs `gefyra up`. Stowaway carries the local containers' traffic into the cluster's
+// Service and Pod networks (deploy/stowaway.yaml), and up says so.
 func (u *Tutorial) Up(t testworld.T) {
 	t.Helper()
-	u.Gefyra(t, "up")
+	out := u.Gefyra(t, "up")
+	_, line, ok := strings.Cut(out, "[INFO] Local containers reach the cluster through the tunnel: ")
+	line, _, _ = strings.Cut(line, "\n")
+	if !ok || !strings.Contains(line, "10.96.0.0/12") || !strings.Contains(line, "10.244.0.0/16") || !strings.Contains(line, "DNS "+u.Demo.World.DNSIP) {
+		t.Fatalf("gefyra up did not say that local containers reach the cluster's networks 10.96.0.0/12 and 10.244.0.0/16 with DNS %s", u.Demo.World.DNSIP)
+	}
 }
 
 var runIP = regexp.MustCompile(`is running at ([0-9.]+)`)

@@ -200,6 +200,10 @@ func TestTutorialFlow(t *testing.T) {
 	if !strings.Contains(r.stderr, "[INFO] gefyra is up: client john-gefyra.dev, tunnel address 10.122.0.2, stowaway "+op.endpoint) {
 		t.Fatalf("up said %q", r.stderr)
 	}
+	// The stand-in stowaway carries nothing into the cluster: up says so.
+	if want := "[WARN] Local containers will not reach the cluster's Services: stowaway carries no traffic into the cluster (it runs without --egress-networks)"; !strings.Contains(r.stderr, want) {
+		t.Fatalf("up said %q; want %q", r.stderr, want)
+	}
 	dir := state.Open(w.home, w.context)
 	keyFile := filepath.Join(dir.Path(), "wireguard.key")
 	fi, err := os.Stat(keyFile)

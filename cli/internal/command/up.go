@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 	"gefyra.dev/gefyra/cli/internal/cluster"
 	"gefyra.dev/gefyra/cli/internal/install"
 	"gefyra.dev/gefyra/cli/internal/local"
+	"gefyra.dev/gefyra/cli/internal/localagent"
 	gefyrav1 "gefyra.dev/gefyra/controlplane/api/v1alpha1"
 	"gefyra.dev/gefyra/deploy"
 	"gefyra.dev/gefyra/internal/bridge"
@@ -112,6 +114,31 @@ type upResult struct {
 	Endpoint       string `json:"endpoint"`
 	AgentContainer string `json:"agentContainer"`
 	Network        string `json:"network"`
+	// Egress is the local containers' way into the cluster, as the agent
+	// reports it (state "ready", "waiting", "unavailable" or "off").
+	Egress agent.EgressStatus `json:"egress"`
+}
+
+// reportEgress waits a little for the agent to learn from stowaway how
+// local containers reach the cluster, and says how they do (or why they
+// do not): what `gefyra run` will give a container.
+func reportEgress(ctx context.Context, u *ui, ag *localagent.Agent) agent.EgressStatus {
+	eg, err := ag.Egress(ctx, localagent.DefaultEgressWait)
+	switch {
+	case err != nil:
+		u.Warn("Cannot ask the local agent whether local containers reach the cluster: %v", err)
+	case eg.State == agent.EgressReady:
+		nets := make([]string, len(eg.Networks))
+		for i, n := range eg.Networks {
+			nets[i] = n.String()
+		}
+		u.Info("Local containers reach the cluster through the tunnel: %s, DNS %s (%s)", strings.Join(nets, ", "), eg.DNS, eg.ClusterDomain)
+	case eg.State == agent.EgressWaiting:
+		u.Info("The local agent is still asking stowaway how local containers reach the cluster (%s); `gefyra status` shows when they do", eg.Error)
+	case eg.State == agent.EgressUnavailable:
+		u.Warn("Local containers will not reach the cluster's Services: %s", eg.Error)
+	}
+	return eg
 }
 
 func (o *upOptions) run(ctx context.Context, a *app) error {
@@ -268,9 +295,10 @@ func (o *upOptions) run(ctx context.Context, a *app) error {
 		return err
 	}
 	u.Info("gefyra is up: client %s, tunnel address %s, stowaway %s", name, gc.Status.Address, endpoint)
+	eg := reportEgress(ctx, u, ag)
 	if o.output != "" {
 		return printResult(a.env.Stdout, o.output, upResult{Context: cl.Context, Client: name, User: user, Address: gc.Status.Address,
-			Endpoint: endpoint, AgentContainer: ag.ContainerName(), Network: eng.Network()})
+			Endpoint: endpoint, AgentContainer: ag.ContainerName(), Network: eng.Network(), Egress: eg})
 	}
 	return nil
 }
