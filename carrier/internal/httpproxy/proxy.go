@@ -37,8 +37,8 @@ import (
 
 	"gefyra.dev/gefyra/carrier/internal/config"
 	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/internal/netio"
 	"gefyra.dev/gefyra/carrier/internal/upstream"
+	"gefyra.dev/gefyra/internal/netio"
 	"gefyra.dev/gefyra/internal/pipe"
 )
 
