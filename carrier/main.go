@@ -1,4 +1,4 @@
-// Command carrier is the in-Pod proxy that replaces a bridged container's
+// Package main is command carrier: the in-Pod proxy that replaces a bridged container's
 // image. It listens on the container's ports and routes every connection
 // and HTTP request by the Listeners, RouteConfigurations, Clusters and
 // ClusterLoadAssignments it gets over xDS (see carrier/internal/config for

@@ -1,4 +1,4 @@
-// Command controlplane is gefyra's operator and xDS server: it patches
+// Package main is command controlplane: gefyra's operator and xDS server: it patches
 // carrier into bridged workloads, keeps their fallback clones, hands out
 // tunnel addresses, expires clients whose lease lapsed, and serves every
 // carrier and stowaway its configuration over one authenticated ADS stream

@@ -1,4 +1,4 @@
-// Command stowaway is gefyra's in-cluster relay: one userspace WireGuard
+// Package main is command stowaway: gefyra's in-cluster relay: one userspace WireGuard
 // endpoint (UDP) for every developer's agent, a TCP relay on which
 // carriers open one connection per bridged connection, and (with
 // --egress-networks) the way out into the cluster for the developers' own

@@ -1,4 +1,4 @@
-// Command devloop is the entrypoint of the demo's development image: the Go
+// Package main is command devloop: the entrypoint of the demo's development image: the Go
 // twin of `uvicorn --reload` under `debugpy --listen`. It watches the
 // mounted source (/app), rebuilds it with the image's Go toolchain when a
 // file changes and restarts it under Delve's headless debug server (port

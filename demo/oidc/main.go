@@ -1,4 +1,4 @@
-// Command oidc is the demo's identity provider: an OpenID Connect provider
+// Package main is command oidc: the demo's identity provider: an OpenID Connect provider
 // with a Keycloak-like login form that issues RS256 JWT access tokens
 // carrying the user's lowercase "email" claim. See package provider.
 package main

@@ -1,4 +1,4 @@
-// Command dnsq asks one DNS server one question and prints the answer: the
+// Package main is command dnsq, which asks one DNS server one question and prints the answer: the
 // response code, then one line per record of the answer section. It is the
 // test world's only DNS client on the host (there is no dig here); world.sh
 // waits with it until the cluster's DNS answers. It reads no resolver

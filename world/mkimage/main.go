@@ -1,4 +1,4 @@
-// Command mkimage builds a container image FROM scratch into a
+// Package main is command mkimage, which builds a container image FROM scratch into a
 // docker-archive tarball (see internal/ociimage), for `docker load` and
 // `ctr images import`.
 //

@@ -1,4 +1,4 @@
-// Command pause is the sandbox container of every Pod in the test world: it
+// Package main is command pause: the sandbox container of every Pod in the test world: it
 // holds the Pod's namespaces open, reaps the orphans that end up as its
 // children (it is PID 1 when the Pod shares its process namespace), and
 // exits on SIGTERM or SIGINT. It stands in for registry.k8s.io/pause, which

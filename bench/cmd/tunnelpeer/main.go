@@ -1,4 +1,4 @@
-// Command tunnelpeer is one end of the benchmark's bulk transfer, run by
+// Package main is command tunnelpeer: one end of the benchmark's bulk transfer, run by
 // the harness inside a network namespace (ip netns exec). With -tunnel it
 // is a wgnet endpoint (userspace WireGuard on gVisor's netstack) and the
 // transfer runs inside the tunnel; without it the transfer is plain TCP

@@ -1,4 +1,4 @@
-// Command gefyra-agent is the developer's end of the gefyra tunnel (see
+// Package main is command gefyra-agent: the developer's end of the gefyra tunnel (see
 // cli/internal/agent) as a process of its own; `gefyra agent` runs the same
 // code inside the agent container. It reads its config file at start, picks
 // up changed targets when the file changes or on SIGHUP, and serves its

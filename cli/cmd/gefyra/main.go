@@ -1,4 +1,4 @@
-// Command gefyra is the developer's CLI: it connects this machine to a
+// Package main is command gefyra: the developer's CLI: it connects this machine to a
 // cluster (up), runs local containers (run), bridges a workload's traffic to
 // them (bridge, unbridge), reports (list, status) and cleans up (down). See
 // cli/internal/command.

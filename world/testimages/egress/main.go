@@ -1,4 +1,4 @@
-// Command egress is the workload of the egress tests: one static binary,
+// Package main is command egress: the workload of the egress tests: one static binary,
 // FROM scratch, that is both the cluster's server that says who called it
 // and the local container's client that calls cluster Services by name.
 // The first argument picks the role:

@@ -1,4 +1,4 @@
-// Command server is the workload of the test world's own end-to-end tests:
+// Package main is command server: the workload of the test world's own end-to-end tests:
 // one static binary, FROM scratch, that is both the server a Pod runs and the
 // client its exec probes (and a Docker container on the developer's side)
 // run. The first argument picks the role:

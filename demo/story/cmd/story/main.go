@@ -1,4 +1,4 @@
-// Command story tells the tutorial's story on the test world (`make demo`
+// Package main is command story, which tells the tutorial's story on the test world (`make demo`
 // runs it through world/demo.sh): it builds and loads the images, deploys
 // the workload, logs in as john@gefyra.dev and shows the bug, installs
 // gefyra's add-on, runs the tutorial's gefyra commands, fixes the bug

@@ -1,4 +1,4 @@
-// Command httpserver is the local container of the CLI's tests: a static
+// Package main is command httpserver: the local container of the CLI's tests: a static
 // HTTP server for an image FROM scratch that reports what it was started
 // with, so a test sees that `gefyra run` passed argv, environment and bind
 // mounts, and that bridged requests arrive with their headers.
