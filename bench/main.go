@@ -1,4 +1,4 @@
-// Command bench is the side-by-side benchmark harness behind `make bench`.
+// Package main is command bench: the side-by-side benchmark harness behind `make bench`.
 // It installs nginx, haproxy, wrk and h2load from Debian's packages when
 // they are missing, starts one backend (nginx answering 200 from its
 // configuration) and, in front of it, nginx (proxy_pass to an upstream
@@ -627,18 +627,7 @@ func profileRun(ctx context.Context, t target, backend *refs.Proc, conns int, du
 	if err != nil {
 		return nil, err
 	}
-	var out []report.Profile
-	for _, v := range profile.FlatAndCum {
-		top, err := profile.Top(ctx, root, file, v.Args...)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, report.Profile{
-			Title: fmt.Sprintf("CPU of carrier, %s, %d connection(s), %s", t.name, conns, v.Name),
-			File:  filepath.Base(file), Top: top,
-		})
-	}
-	return out, nil
+	return profile.Views(ctx, root, file, fmt.Sprintf("CPU of carrier, %s, %d connection(s)", t.name, conns))
 }
 
 // h2load drives carrier with h2c (prior knowledge).

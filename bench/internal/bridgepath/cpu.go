@@ -196,16 +196,11 @@ func profileRun(ctx context.Context, w *testworld.World, drive Drive, svc string
 		if errs[i] != nil {
 			return out, errs[i]
 		}
-		for _, v := range profile.FlatAndCum {
-			top, err := profile.Top(ctx, root, files[i], v.Args...)
-			if err != nil {
-				return out, err
-			}
-			out = append(out, report.Profile{
-				Title: fmt.Sprintf("CPU of %s on the bridge path, %d connection(s), %s", tg.name, conns, v.Name),
-				File:  filepath.Base(files[i]), Top: top,
-			})
+		v, err := profile.Views(ctx, root, files[i], fmt.Sprintf("CPU of %s on the bridge path, %d connection(s)", tg.name, conns))
+		if err != nil {
+			return out, err
 		}
+		out = append(out, v...)
 	}
 	return out, nil
 }

@@ -12,8 +12,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"gefyra.dev/gefyra/bench/internal/report"
 )
 
 // Fetch writes a CPU profile of seconds seconds, taken from base (e.g.
@@ -74,13 +77,28 @@ func TrimTop(out string) string {
 	return strings.Join(lines, "\n")
 }
 
-// FlatAndCum are the two views the report shows of a CPU profile: the
+// views are the two views the report shows of a CPU profile: the
 // functions that use the CPU themselves (flat), and the call paths that
-// lead to it (cumulative, the runtime's own frames hidden).
-var FlatAndCum = []struct {
-	Name string
-	Args []string
+// lead to it (cumulative).
+var views = []struct {
+	name string
+	args []string
 }{
-	{Name: "flat", Args: []string{"-top", "-nodecount", "15"}},
-	{Name: "cumulative", Args: []string{"-top", "-cum", "-nodecount", "20"}},
+	{name: "flat", args: []string{"-top", "-nodecount", "15"}},
+	{name: "cumulative", args: []string{"-top", "-cum", "-nodecount", "20"}},
+}
+
+// Views returns the report's views of the CPU profile in file, titled
+// "title, flat" and "title, cumulative"; root is the module's directory
+// for `go tool pprof`.
+func Views(ctx context.Context, root, file, title string) ([]report.Profile, error) {
+	var out []report.Profile
+	for _, v := range views {
+		top, err := Top(ctx, root, file, v.args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, report.Profile{Title: title + ", " + v.name, File: filepath.Base(file), Top: top})
+	}
+	return out, nil
 }

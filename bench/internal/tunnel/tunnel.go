@@ -243,16 +243,11 @@ func Profile(ctx context.Context, r Run, dir, name, setting, root string) ([]rep
 	}
 	var out []report.Profile
 	for _, p := range []struct{ who, file string }{{"sending", r.SenderProfile}, {"receiving", r.ReceiverProfile}} {
-		for _, v := range profile.FlatAndCum {
-			top, err := profile.Top(ctx, root, p.file, v.Args...)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, report.Profile{
-				Title: fmt.Sprintf("CPU of the %s peer, %s, %s", p.who, setting, v.Name),
-				File:  filepath.Base(p.file), Top: top,
-			})
+		v, err := profile.Views(ctx, root, p.file, fmt.Sprintf("CPU of the %s peer, %s", p.who, setting))
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, v...)
 	}
 	return out, nil
 }
