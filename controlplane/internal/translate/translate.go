@@ -632,32 +632,22 @@ func httpListener(port uint16, fallback string) (*listenerv3.Listener, error) {
 		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		StreamIdleTimeout: durationpb.New(0),
 	}
-	tc, err := anyOf(hcm)
-	if err != nil {
-		return nil, err
-	}
-	md, err := gefyraMetadata(map[string]any{"fallback_cluster": fallback})
-	if err != nil {
-		return nil, err
-	}
-	return &listenerv3.Listener{
-		Name:     name,
-		Address:  socketAddress("0.0.0.0", uint32(port)),
-		Metadata: md,
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name:       "envoy.filters.network.http_connection_manager",
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
-		}}}},
-	}, nil
+	return listener(port, "envoy.filters.network.http_connection_manager", hcm, fallback)
 }
 
 func tcpListener(port uint16, cluster, fallback string) (*listenerv3.Listener, error) {
-	name := listenerName(port)
-	tc, err := anyOf(&tcpv3.TcpProxy{
-		StatPrefix:       name,
+	return listener(port, "envoy.filters.network.tcp_proxy", &tcpv3.TcpProxy{
+		StatPrefix:       listenerName(port),
 		ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster},
 		IdleTimeout:      durationpb.New(0),
-	})
+	}, fallback)
+}
+
+// listener is port's listener on every address with the one network
+// filter filter configured by config, and the fallback cluster in its
+// gefyra metadata.
+func listener(port uint16, filter string, config proto.Message, fallback string) (*listenerv3.Listener, error) {
+	tc, err := anyOf(config)
 	if err != nil {
 		return nil, err
 	}
@@ -666,11 +656,11 @@ func tcpListener(port uint16, cluster, fallback string) (*listenerv3.Listener, e
 		return nil, err
 	}
 	return &listenerv3.Listener{
-		Name:     name,
+		Name:     listenerName(port),
 		Address:  socketAddress("0.0.0.0", uint32(port)),
 		Metadata: md,
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name:       "envoy.filters.network.tcp_proxy",
+			Name:       filter,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
 		}}}},
 	}, nil
