@@ -22,8 +22,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// relays are what the benchmarks compare: this package's Join and
-// internal/pipe's (splice between two TCP connections).
+// relays are what the benchmarks compare: this package's Join (the relay
+// loop on Linux), Join with a goroutine per direction, and internal/pipe's
+// Join, which hands two TCP connections to this package's.
 var relays = []struct {
 	name string
 	join func(ctx context.Context, a, b *net.TCPConn)
@@ -31,7 +32,10 @@ var relays = []struct {
 	{name: "netio", join: func(ctx context.Context, a, b *net.TCPConn) {
 		netio.Join(ctx, netio.New(a), netio.New(b), nil, nil)
 	}},
-	{name: "pipe-splice", join: func(ctx context.Context, a, b *net.TCPConn) {
+	{name: "goroutines", join: func(ctx context.Context, a, b *net.TCPConn) {
+		netio.GoJoin(ctx, netio.New(a), netio.New(b), nil, nil)
+	}},
+	{name: "pipe", join: func(ctx context.Context, a, b *net.TCPConn) {
 		pipe.Join(ctx, a, b)
 	}},
 }

@@ -20,12 +20,23 @@ import (
 // are bytes already read from a (resp. b), written to b (resp. a) before
 // anything else. It returns the bytes moved each way.
 //
-// A direction takes a buffer from a pool only once its socket has data
-// and puts it back when that is written, so an idle connection holds
-// none. (Splice would keep the bytes in the kernel, but it goes through
-// the runtime's syscall path, see the package comment, and costs two
-// calls and a pipe per move.)
+// Join owns a and b from the call on; the caller ends it early through
+// ctx, not by closing them. On Linux, with at least two Ps, the relay
+// loop moves the bytes (see loop_linux.go): Join then closes a and b at
+// once and the loop works on duplicates of their descriptors. Elsewhere there is a goroutine per
+// direction. Either way a direction takes a buffer only once its socket
+// has data and gives it back when that is written, so an idle connection
+// holds none. (Splice would keep the bytes in the kernel, but it costs
+// two calls and a pipe per move.)
 func Join(ctx context.Context, a, b *Conn, aPending, bPending []byte) (aToB, bToA int64, err error) {
+	if l := theLoop(); l != nil && a.rc != nil && b.rc != nil {
+		return loopJoin(ctx, l, a, b, aPending, bPending)
+	}
+	return goJoin(ctx, a, b, aPending, bPending)
+}
+
+// goJoin is Join with a goroutine per direction.
+func goJoin(ctx context.Context, a, b *Conn, aPending, bPending []byte) (aToB, bToA int64, err error) {
 	// Deadlines set while a protocol head was read must not end the stream.
 	a.SetDeadline(time.Time{})
 	b.SetDeadline(time.Time{})

@@ -19,10 +19,29 @@ type result struct {
 	err        error
 }
 
+// joinFn is the Join under test: see eachJoin.
+var joinFn = netio.Join
+
+// eachJoin runs f for Join as it is (the relay loop, on Linux with two Ps
+// or more) and for Join with a goroutine per direction.
+func eachJoin(t *testing.T, f func(t *testing.T)) {
+	t.Run("loop", func(t *testing.T) {
+		if !netio.HasLoop() {
+			t.Skip("no relay loop here")
+		}
+		f(t)
+	})
+	t.Run("goroutines", func(t *testing.T) {
+		joinFn = netio.GoJoin
+		defer func() { joinFn = netio.Join }()
+		f(t)
+	})
+}
+
 func join(ctx context.Context, a, b *net.TCPConn, aPending, bPending []byte) <-chan result {
 	done := make(chan result, 1)
 	go func() {
-		ab, ba, err := netio.Join(ctx, netio.New(a), netio.New(b), aPending, bPending)
+		ab, ba, err := joinFn(ctx, netio.New(a), netio.New(b), aPending, bPending)
 		done <- result{ab, ba, err}
 	}()
 	return done
@@ -39,7 +58,9 @@ func wait(t *testing.T, done <-chan result) result {
 	return result{}
 }
 
-func TestJoinHalfClose(t *testing.T) {
+func TestJoinHalfClose(t *testing.T) { eachJoin(t, testJoinHalfClose) }
+
+func testJoinHalfClose(t *testing.T) {
 	tests := []struct {
 		name               string
 		aPending, bPending string
@@ -78,7 +99,9 @@ func TestJoinHalfClose(t *testing.T) {
 
 // TestJoinMovesEverything relays streams whose writes come in many
 // sizes, some larger than a buffer, with pauses that drain the sockets.
-func TestJoinMovesEverything(t *testing.T) {
+func TestJoinMovesEverything(t *testing.T) { eachJoin(t, testJoinMovesEverything) }
+
+func testJoinMovesEverything(t *testing.T) {
 	client, in := pair(t)
 	out, server := pair(t)
 	done := join(context.Background(), in, out, nil, nil)
@@ -114,7 +137,9 @@ func TestJoinMovesEverything(t *testing.T) {
 // TestIdleJoinHoldsNoBuffer: a relayed connection waiting for its peers
 // holds no copy buffer; a thousand idle connections must not cost
 // 128 KiB each.
-func TestIdleJoinHoldsNoBuffer(t *testing.T) {
+func TestIdleJoinHoldsNoBuffer(t *testing.T) { eachJoin(t, testIdleJoinHoldsNoBuffer) }
+
+func testIdleJoinHoldsNoBuffer(t *testing.T) {
 	const conns = 100
 	heap := func() uint64 {
 		runtime.GC()
@@ -152,7 +177,9 @@ func TestIdleJoinHoldsNoBuffer(t *testing.T) {
 	}
 }
 
-func TestJoinResetEndsBothDirections(t *testing.T) {
+func TestJoinResetEndsBothDirections(t *testing.T) { eachJoin(t, testJoinResetEndsBothDirections) }
+
+func testJoinResetEndsBothDirections(t *testing.T) {
 	client, in := pair(t)
 	out, server := pair(t)
 	done := join(context.Background(), in, out, nil, nil)
@@ -173,7 +200,9 @@ func TestJoinResetEndsBothDirections(t *testing.T) {
 	}
 }
 
-func TestJoinEndsWithContext(t *testing.T) {
+func TestJoinEndsWithContext(t *testing.T) { eachJoin(t, testJoinEndsWithContext) }
+
+func testJoinEndsWithContext(t *testing.T) {
 	_, in := pair(t)
 	out, _ := pair(t)
 	in.SetDeadline(time.Now().Add(time.Hour))
@@ -194,7 +223,9 @@ func TestJoinEndsWithContext(t *testing.T) {
 // TestJoinContextEndsAsItReturns: ctx may end just as Join returns, and
 // the caller may by then reuse its Conns for other connections; those
 // must not be closed.
-func TestJoinContextEndsAsItReturns(t *testing.T) {
+func TestJoinContextEndsAsItReturns(t *testing.T) { eachJoin(t, testJoinContextEndsAsItReturns) }
+
+func testJoinContextEndsAsItReturns(t *testing.T) {
 	for range 50 {
 		client, in := pair(t)
 		out, server := pair(t)
@@ -202,7 +233,7 @@ func TestJoinContextEndsAsItReturns(t *testing.T) {
 		a, b := netio.New(in), netio.New(out)
 		done := make(chan struct{})
 		go func() {
-			netio.Join(ctx, a, b, nil, nil)
+			joinFn(ctx, a, b, nil, nil)
 			close(done)
 		}()
 		client.Close()
@@ -219,7 +250,9 @@ func TestJoinContextEndsAsItReturns(t *testing.T) {
 	}
 }
 
-func TestJoinClearsDeadlines(t *testing.T) {
+func TestJoinClearsDeadlines(t *testing.T) { eachJoin(t, testJoinClearsDeadlines) }
+
+func testJoinClearsDeadlines(t *testing.T) {
 	client, in := pair(t)
 	out, server := pair(t)
 	// A deadline left from reading a protocol head must not cut the stream.
@@ -236,7 +269,9 @@ func TestJoinClearsDeadlines(t *testing.T) {
 	wait(t, done)
 }
 
-func TestJoinDoesNotAllocatePerWrite(t *testing.T) {
+func TestJoinDoesNotAllocatePerWrite(t *testing.T) { eachJoin(t, testJoinDoesNotAllocatePerWrite) }
+
+func testJoinDoesNotAllocatePerWrite(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}

@@ -21,7 +21,9 @@
 // raw system call does, keeps no other goroutine waiting.
 //
 // Join relays two such connections (TCP listeners, upgraded HTTP
-// connections); internal/pipe.Join hands two TCP connections to it.
+// connections); internal/pipe.Join hands two TCP connections to it. On
+// Linux it relays them on an event loop of its own, an OS thread waiting
+// in its own epoll set (loop_linux.go).
 package netio
 
 import (

@@ -6,8 +6,8 @@
 //
 // A *net.TCPConn is read and written through internal/netio (plain system
 // calls, no wake-up of the runtime's monitor thread); two of them without
-// counters are relayed by netio.Join, whose idle connections hold no
-// buffer. Other connections (the WireGuard tunnel's netstack) share a pool
+// counters are relayed by netio.Join (on Linux, by its event loop), whose
+// idle connections hold no buffer. Other connections (the WireGuard tunnel's netstack) share a pool
 // of buffers.
 package pipe
 
@@ -44,7 +44,9 @@ type Options struct {
 // Join copies a→b and b→a until both directions end or ctx is done, then
 // closes both connections. It returns the bytes moved each way. A direction
 // ending with EOF is not an error; nor is a peer going away with a reset or
-// a broken pipe, nor anything after ctx is done.
+// a broken pipe, nor anything after ctx is done. Join owns a and b: end it
+// early through ctx (two TCP connections go to netio.Join, which may close
+// them at once and relay duplicates of their descriptors).
 func Join(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err error) {
 	return Options{}.Join(ctx, a, b)
 }

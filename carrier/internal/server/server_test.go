@@ -79,7 +79,7 @@ type stowaway struct {
 	mu       sync.Mutex        // guards the fields below
 	bridges  map[string]string // bridge → backend address
 	headers  []wire.Header
-	open     map[net.Conn]string // relayed connections → bridge
+	open     map[net.Conn]openConn // relayed connections
 	accepted atomic.Int64
 }
 
@@ -89,7 +89,7 @@ func newStowaway(t *testing.T) *stowaway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stowaway{ln: ln, bridges: map[string]string{}, open: map[net.Conn]string{}}
+	s := &stowaway{ln: ln, bridges: map[string]string{}, open: map[net.Conn]openConn{}}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -101,6 +101,12 @@ func newStowaway(t *testing.T) *stowaway {
 		}
 	}()
 	return s
+}
+
+// openConn is a relayed connection's bridge, and how to end its relay.
+type openConn struct {
+	bridge string
+	cancel context.CancelFunc
 }
 
 func (s *stowaway) addr() string { return s.ln.Addr().String() }
@@ -140,10 +146,13 @@ func (s *stowaway) serve(c net.Conn) {
 	}
 	wire.WriteReply(c, wire.CodeAccepted)
 	s.accepted.Add(1)
+	// Join owns c and up from here on: vanish ends it through ctx.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	s.mu.Lock()
-	s.open[c] = h.Bridge
+	s.open[c] = openConn{h.Bridge, cancel}
 	s.mu.Unlock()
-	pipe.Join(context.Background(), c, up)
+	pipe.Join(ctx, c, up)
 	s.mu.Lock()
 	delete(s.open, c)
 	s.mu.Unlock()
@@ -156,9 +165,9 @@ func (s *stowaway) vanish(bridge string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.bridges, bridge)
-	for c, b := range s.open {
-		if b == bridge {
-			c.Close()
+	for _, o := range s.open {
+		if o.bridge == bridge {
+			o.cancel()
 		}
 	}
 }
