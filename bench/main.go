@@ -31,7 +31,8 @@
 // data.json rewrites the report from them without measuring.
 //
 // Environment: BENCH_QUICK=1 (1 run × 2 s, small transfers), BENCH_RUNS,
-// BENCH_DURATION (e.g. 5s), BENCH_SKIP (comma-separated: http, h2,
+// BENCH_DURATION (e.g. 5s), BENCH_KINDS (comma-separated: http, tcp; the
+// proxying kinds measured, default both), BENCH_SKIP (comma-separated: http, h2,
 // footprint, tunnel, controlplane, bridge).
 package main
 
@@ -94,6 +95,8 @@ type settings struct {
 	// timed on a workload that runs carrier already.
 	changes, translations, nextBridges int
 	skip                               map[string]bool
+	// kinds, if not empty, are the proxying kinds measured (http, tcp).
+	kinds map[string]bool
 }
 
 func settingsFrom(args []string, getenv func(string) string) (settings, error) {
@@ -135,6 +138,18 @@ func settingsFrom(args []string, getenv func(string) string) (settings, error) {
 			s.skip[k] = true
 		default:
 			return s, fmt.Errorf("BENCH_SKIP: unknown part %q (http, h2, footprint, tunnel, controlplane, bridge)", k)
+		}
+	}
+	for _, k := range strings.Split(getenv("BENCH_KINDS"), ",") {
+		switch k = strings.TrimSpace(k); k {
+		case "":
+		case "http", "tcp":
+			if s.kinds == nil {
+				s.kinds = map[string]bool{}
+			}
+			s.kinds[k] = true
+		default:
+			return s, fmt.Errorf("BENCH_KINDS: unknown kind %q (http, tcp)", k)
 		}
 	}
 	return s, nil
@@ -485,6 +500,15 @@ func proxies(ctx context.Context, log *slog.Logger, st settings, d *report.Data,
 		{name: "nginx stream", kind: "tcp", ref: "nginx stream", addr: addrs["nginx-tcp"], proc: ng},
 		{name: "haproxy tcp", kind: "tcp", ref: "nginx stream", addr: addrs["haproxy-tcp"], proc: hp},
 		{name: "carrier tcp", kind: "tcp", ref: "nginx stream", addr: addrs["carrier-tcp"], proc: cr},
+	}
+	if st.kinds != nil {
+		kept := targets[:0]
+		for _, t := range targets {
+			if t.kind == "direct" || st.kinds[t.kind] {
+				kept = append(kept, t)
+			}
+		}
+		targets = kept
 	}
 	// Every target must answer 200 "ok" before it is measured.
 	for _, t := range targets {
