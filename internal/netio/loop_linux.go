@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +39,14 @@ import (
 // threads. It runs only when the process has at least two Ps: with one,
 // the runtime would hand that P away each time the loop sleeps and take
 // it back each time it wakes. It ends when no pair is left.
+
+// yieldEvery: the loop yields to the scheduler this often when it is
+// busy. A goroutine that runs for 10 ms without passing through the
+// scheduler (as a loop that only ever sleeps in system calls does) makes
+// the runtime's monitor thread take its P away in the middle of a wait
+// and then poll every 20 µs for a while; yielding before that costs a
+// reschedule every few milliseconds instead.
+const yieldEvery = 5 * time.Millisecond
 
 // loopMinProcs is the GOMAXPROCS from which Join uses the loop.
 const loopMinProcs = 2
@@ -81,8 +90,11 @@ type loop struct {
 	slots  []*lpair
 	free   []int32
 	active int // pairs in slots
-	events []unix.EpollEvent
-	bufs   []*[]byte
+	// waits counts epoll_waits; yielded is when the loop last yielded.
+	waits   uint64
+	yielded time.Time
+	events  []unix.EpollEvent
+	bufs    []*[]byte
 }
 
 type command struct {
@@ -150,6 +162,13 @@ func (l *loop) run() {
 			}
 			l.mu.Unlock()
 			continue
+		}
+		if l.waits++; l.waits&63 == 0 {
+			if now := time.Now(); now.Sub(l.yielded) > yieldEvery {
+				// See yieldEvery.
+				l.yielded = now
+				runtime.Gosched()
+			}
 		}
 		n, err := unix.EpollWait(l.epfd, l.events, -1)
 		if err != nil {
