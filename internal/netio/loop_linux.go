@@ -48,6 +48,10 @@ import (
 // reschedule every few milliseconds instead.
 const yieldEvery = 5 * time.Millisecond
 
+// moveReads bounds the reads of one direction per turn (1 MiB with 64 KiB
+// buffers), so that a bulk transfer does not hold up the other pairs.
+const moveReads = 16
+
 // loopMinProcs is the GOMAXPROCS from which Join uses the loop.
 const loopMinProcs = 2
 
@@ -90,6 +94,9 @@ type loop struct {
 	slots  []*lpair
 	free   []int32
 	active int // pairs in slots
+	// ready are pairs that stopped at moveReads with bytes to move;
+	// spareReady is its other slice.
+	ready, spareReady []*lpair
 	// waits counts epoll_waits; yielded is when the loop last yielded.
 	waits   uint64
 	yielded time.Time
@@ -109,6 +116,7 @@ type lpair struct {
 	fd       [2]int
 	slot     int32
 	gen      uint32
+	queued   uint32 // gen while p is in the loop's ready list
 	readable [2]bool
 	writable [2]bool
 	// ended: the side reported EOF, a hang-up or an error, so a short
@@ -170,7 +178,11 @@ func (l *loop) run() {
 				runtime.Gosched()
 			}
 		}
-		n, err := unix.EpollWait(l.epfd, l.events, -1)
+		timeout := -1
+		if len(l.ready) > 0 {
+			timeout = 0 // pairs that stopped at their budget still have bytes
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		if err != nil {
 			if err == unix.EINTR {
 				continue
@@ -200,6 +212,26 @@ func (l *loop) run() {
 			}
 			l.pump(p)
 		}
+		if len(l.ready) > 0 {
+			ready := l.ready
+			l.ready = l.spareReady[:0]
+			for i, p := range ready {
+				ready[i] = nil
+				if p != nil { // nil: it ended meanwhile
+					p.queued = 0
+					l.pump(p)
+				}
+			}
+			l.spareReady = ready[:0]
+		}
+	}
+}
+
+// again puts p on the list of pairs pumped after the next wait, once.
+func (l *loop) again(p *lpair) {
+	if p.queued != p.gen {
+		p.queued = p.gen
+		l.ready = append(l.ready, p)
 	}
 }
 
@@ -287,6 +319,7 @@ func (l *loop) pump(p *lpair) {
 func (l *loop) move(p *lpair, d int) bool {
 	src, dst := d, 1-d
 	dr := &p.dir[d]
+	reads := 0
 	for !dr.finished {
 		if len(dr.pending) > 0 {
 			if !p.writable[dst] {
@@ -319,6 +352,12 @@ func (l *loop) move(p *lpair, d int) bool {
 		if !p.readable[src] {
 			return true
 		}
+		if reads == moveReads {
+			// Fair to the other pairs: come back after the next wait.
+			l.again(p)
+			return true
+		}
+		reads++
 		if dr.bp == nil {
 			dr.bp = l.getBuf()
 		}
@@ -372,6 +411,15 @@ func (l *loop) finish(p *lpair, aborted bool) {
 	}
 	if aborted {
 		p.errs = [2]error{}
+	}
+	if p.queued == p.gen {
+		// Join may reuse p as soon as it has it back.
+		for i := range l.ready {
+			if l.ready[i] == p {
+				l.ready[i] = nil
+			}
+		}
+		p.queued = 0
 	}
 	l.slots[p.slot] = nil
 	l.active--
