@@ -55,7 +55,7 @@ sandbox-down: ## remove the sandbox and every trace of it (gefyra sandbox down)
 	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/gefyra ./cli/cmd/gefyra
 	$(BIN)/gefyra sandbox down
 
-bench: ## benchmarks: Go benchmarks, then the harness (carrier vs nginx/haproxy, the tunnel, the control plane at 1,000 carriers, the full bridge path in the test world), writing BENCHMARKS.md (BENCH_QUICK=1: 1 run x 2s; BENCH_SKIP=http,h2,footprint,tunnel,controlplane,bridge; BENCH_ARGS='-merge bench/results/data.json' keeps skipped parts)
+bench: ## benchmarks: Go benchmarks, then the harness (carrier vs nginx/haproxy, the tunnel, the control plane at 1,000 carriers, the full bridge path in the test world), writing BENCHMARKS.md (BENCH_QUICK=1: 1 run x 2s; BENCH_KINDS=http,tcp: the proxying kinds measured; BENCH_SKIP=http,h2,footprint,tunnel,controlplane,bridge; BENCH_ARGS='-merge bench/results/data.json' keeps skipped parts)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./bench -out BENCHMARKS.md -charts bench/results $(BENCH_ARGS)
 
