@@ -23,6 +23,12 @@ func isReadError(err error) bool {
 }
 func (e writeError) Unwrap() error { return e.error }
 
+// isWriteError reports a writeError without making err escape.
+func isWriteError(err error) bool {
+	_, ok := err.(writeError)
+	return ok
+}
+
 // endpoint is one side of a copy: its connection and deadlines, and its
 // idle timeout (0: none; c nil: no deadlines at all).
 type endpoint struct {

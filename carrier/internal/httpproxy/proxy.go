@@ -48,6 +48,29 @@ var (
 	errMalformedChunk = errors.New("malformed chunked encoding")
 )
 
+// earlyAnswerWait bounds the wait for an answer from an upstream that
+// stopped taking the request body.
+const earlyAnswerWait = 2 * time.Second
+
+// lingerWait and lingerBytes bound lingerClose.
+const (
+	lingerWait  = 2 * time.Second
+	lingerBytes = 64 << 20
+)
+
+// lingerClose ends a connection whose client may still be sending a body
+// carrier did not read: it sends its FIN and reads and drops what comes
+// for a while before closing. Closing at once, with bytes unread, would
+// make the kernel reset the connection, and the client could lose the
+// answer written just before.
+func lingerClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(lingerWait))
+	io.CopyN(io.Discard, c, lingerBytes)
+}
+
 // DefaultStreamIdleTimeout bounds a pause in a body when the route sets no
 // idle_timeout (Envoy's stream_idle_timeout default).
 const DefaultStreamIdleTimeout = 5 * time.Minute
@@ -92,6 +115,9 @@ type clientConn struct {
 	// response went out (or the connection was accepted). Reading the
 	// clock twice per request is enough.
 	started, last time.Time
+	// linger: the connection ends with a request body not read whole, so
+	// it is closed gently (see lingerClose).
+	linger bool
 }
 
 var clientConns = sync.Pool{New: func() any {
@@ -120,6 +146,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 		cc.bw.Reset(c)
 	}
 	cc.client = netip.AddrPort{}
+	cc.linger = false
 	cc.clientIP = cc.clientIP[:0]
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		cc.client = ta.AddrPort()
@@ -164,6 +191,9 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 			return
 		}
 		if !cc.serveOne(ctx, l, current) {
+			if cc.linger {
+				lingerClose(c)
+			}
 			return
 		}
 	}
@@ -336,6 +366,9 @@ func (cc *clientConn) local(stats *metrics.Series, started time.Time, status int
 	if req.minor == 0 {
 		closeConn = true
 	}
+	if closeConn && !req.bodyRead && (req.chunked || req.contentLength > 0) {
+		cc.linger = true
+	}
 	w := cc.bw
 	w.WriteString("HTTP/1.1 ")
 	w.Write(strconv.AppendInt(cc.num[:0], int64(status), 10))
@@ -425,6 +458,13 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 			}
 			uc.DL.Read(uc.TCPConn, now, timeout)
 			err = cc.readResponseHead(uc)
+		} else if hasBody && isWriteError(err) {
+			// The upstream stopped taking the body: it may have answered
+			// already (401, 413) and closed. That answer is the client's.
+			uc.DL.Read(uc.TCPConn, time.Now(), earlyAnswerWait)
+			if herr := cc.readResponseHead(uc); herr == nil {
+				err = nil
+			}
 		}
 		if err == nil {
 			break
@@ -482,8 +522,12 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 		kind = bodyUntilClose
 	}
 	switching := upgrade && resp.status == http.StatusSwitchingProtocols
-	closeClient := req.connClose || req.minor == 0 || kind == bodyUntilClose
-	reuse := resp.minor == 1 && !resp.connClose && kind != bodyUntilClose && !upgrade
+	// A request body not sent whole (the upstream answered early) leaves
+	// the client's stream out of step and the upstream's too.
+	bodyLeft := hasBody && !req.bodyRead
+	closeClient := req.connClose || req.minor == 0 || kind == bodyUntilClose || bodyLeft
+	reuse := resp.minor == 1 && !resp.connClose && kind != bodyUntilClose && !upgrade && !bodyLeft
+	cc.linger = bodyLeft
 	cc.writeResponseHead(kind, switching, closeClient)
 
 	if switching {

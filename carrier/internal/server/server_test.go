@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
@@ -1111,5 +1112,34 @@ func TestStreamingBothWays(t *testing.T) {
 				t.Fatalf("after the request's end: %q, %v", rest, err)
 			}
 		})
+	}
+}
+
+// TestEarlyAnswerToAnUpload: a server may answer before it has read the
+// request body (401, 413) and close the connection; the client gets that
+// answer, not a 502, even though the body could not be sent whole.
+func TestEarlyAnswerToAnUpload(t *testing.T) {
+	early := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", "early")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	defer early.Close()
+	c := startCarrier(t,
+		ct.HTTPListener("http", "127.0.0.1:0", "routes", ""),
+		ct.Routes("routes", ct.To("all", ct.Prefix("/upload"), "early")),
+		ct.Cluster("early", early.Listener.Addr().String()),
+	)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, size := range []int{1 << 10, 64 << 20} {
+		resp, got := do(t, client, "POST", c.url("http")+"/upload", bytes.NewReader(make([]byte, size)))
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Backend") != "early" || !strings.Contains(got, "too large") {
+			t.Fatalf("%d bytes: got %d %q, want the server's 413", size, resp.StatusCode, got)
+		}
+		// carrier's own answer to an upload it does not take (no route,
+		// no fallback) reaches the client too.
+		resp, got = do(t, client, "POST", c.url("http")+"/elsewhere", bytes.NewReader(make([]byte, size)))
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(got, "no route matched") {
+			t.Fatalf("%d bytes: got %d %q, want carrier's 503", size, resp.StatusCode, got)
+		}
 	}
 }
