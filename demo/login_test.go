@@ -145,7 +145,7 @@ func TestLogin(t *testing.T) {
 	if status, body := get("/items/123"); status != http.StatusInternalServerError || body != "Internal Server Error" {
 		t.Fatalf("buggy backend: /items/123 = %d %q, want 500", status, body)
 	}
-	if !strings.Contains(backend.Output(), "claim=Email") {
+	if !backend.WaitOutput("claim=Email", 5*time.Second) {
 		t.Errorf("buggy backend did not log the missing claim:\n%s", backend.Output())
 	}
 
