@@ -67,14 +67,8 @@ func TestOneLineFix(t *testing.T) {
 			if resp.StatusCode != tc.wantStatus || string(body) != tc.wantBody {
 				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body, tc.wantStatus, tc.wantBody)
 			}
-			if tc.wantLog != "" {
-				deadline := time.Now().Add(5 * time.Second)
-				for !strings.Contains(p.Output(), tc.wantLog) && time.Now().Before(deadline) {
-					time.Sleep(20 * time.Millisecond)
-				}
-				if !strings.Contains(p.Output(), tc.wantLog) {
-					t.Fatalf("log lacks %q:\n%s", tc.wantLog, p.Output())
-				}
+			if tc.wantLog != "" && !p.WaitOutput(tc.wantLog, 5*time.Second) {
+				t.Fatalf("log lacks %q:\n%s", tc.wantLog, p.Output())
 			}
 		})
 	}
