@@ -22,8 +22,10 @@
 //
 // Join relays two such connections (TCP listeners, upgraded HTTP
 // connections); internal/pipe.Join hands two TCP connections to it. On
-// Linux it relays them on an event loop of its own, an OS thread waiting
-// in its own epoll set (loop_linux.go).
+// Linux it relays them on an event loop of its own, waiting in its own
+// epoll set (loop_linux.go). Relay relays any two connections with a
+// goroutine per direction (a tunnel's connection and a TCP one, with
+// byte counters); it is also Join where there is no loop.
 package netio
 
 import (

@@ -7,26 +7,22 @@
 // A *net.TCPConn is read and written through internal/netio (plain system
 // calls, no wake-up of the runtime's monitor thread); two of them without
 // counters are relayed by netio.Join (on Linux, by its event loop), whose
-// idle connections hold no buffer. Other connections (the WireGuard tunnel's netstack) share a pool
-// of buffers.
+// idle connections hold no buffer. Any other pair goes to netio.Relay, a
+// goroutine per direction; a direction from another kind of connection
+// (the WireGuard tunnel's netstack) holds a buffer of a pool while it
+// lasts.
 package pipe
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
-	"sync"
-	"sync/atomic"
-	"syscall"
-	"time"
 
 	"gefyra.dev/gefyra/internal/netio"
 )
 
 // Counter is told the bytes of one direction as they are written; a
 // prometheus.Counter is one.
-type Counter interface{ Add(float64) }
+type Counter = netio.Counter
 
 // Options are what some callers need beyond Join. The zero value is Join.
 type Options struct {
@@ -64,119 +60,5 @@ func (o Options) Join(ctx context.Context, a, b net.Conn) (aToB, bToA int64, err
 	if bTCP {
 		b = netio.New(bt)
 	}
-	// Deadlines set while a protocol head was read must not end the stream.
-	a.SetDeadline(time.Time{})
-	b.SetDeadline(time.Time{})
-	j := &join{a: a, b: b}
-	stop := context.AfterFunc(ctx, j.abort)
-	defer stop()
-	done := make(chan struct{})
-	var errAB error
-	go func() {
-		aToB, errAB = j.copy(b, a, o.APending, o.AToB)
-		close(done)
-	}()
-	bToA, errBA := j.copy(a, b, o.BPending, o.BToA)
-	<-done
-	a.Close()
-	b.Close()
-	if ctx.Err() != nil {
-		return aToB, bToA, nil
-	}
-	return aToB, bToA, errors.Join(errAB, errBA)
+	return netio.Relay(ctx, a, b, netio.Options{APending: o.APending, BPending: o.BPending, AToB: o.AToB, BToA: o.BToA})
 }
-
-// join is the state both directions share.
-type join struct {
-	a, b net.Conn
-	// aborted is set once a direction failed (or ctx ended) and both
-	// connections were closed: the other direction's error is then only
-	// the echo of that close.
-	aborted atomic.Bool
-}
-
-func (j *join) abort() {
-	j.aborted.Store(true)
-	j.a.Close()
-	j.b.Close()
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-// copy moves src to dst. On EOF it half-closes dst; on any other end it
-// closes both connections so the other direction ends too.
-func (j *join) copy(dst, src net.Conn, pending []byte, c Counter) (int64, error) {
-	var n int64
-	var err error
-	if len(pending) > 0 {
-		var w int
-		w, err = dst.Write(pending)
-		n += int64(w)
-		if c != nil && w > 0 {
-			c.Add(float64(w))
-		}
-	}
-	if err == nil {
-		var m int64
-		m, err = copyStream(dst, src, c)
-		n += m
-	}
-	if err == nil {
-		if cw, ok := dst.(closeWriter); ok {
-			cw.CloseWrite()
-		} else {
-			// Without a half-close the peer would never learn that
-			// this direction ended.
-			dst.Close()
-		}
-		return n, nil
-	}
-	if j.aborted.Load() {
-		return n, nil
-	}
-	// Whatever made it out so far still reaches dst's peer: a FIN is queued
-	// behind it before the close.
-	if cw, ok := dst.(closeWriter); ok {
-		cw.CloseWrite()
-	}
-	j.abort()
-	if errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		// The peer went away (or the caller closed a connection): the
-		// data that could flow has flowed.
-		return n, nil
-	}
-	return n, err
-}
-
-// copyStream copies until EOF (nil error) or an error.
-func copyStream(dst, src net.Conn, c Counter) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	var n int64
-	for {
-		nr, rerr := src.Read(buf)
-		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
-			n += int64(nw)
-			if c != nil && nw > 0 {
-				c.Add(float64(nw))
-			}
-			if werr != nil {
-				return n, werr
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
-}
-
-// bufSize is large enough that a user-space copy moves a full TCP window
-// per system call pair.
-const bufSize = 64 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
