@@ -123,12 +123,7 @@ func startLocalServer(t *testing.T, dir, bin, name string) localServer {
 		if ok, err := p.Running(); !ok {
 			return false, "", fmt.Errorf("%s exited: %v", name, err)
 		}
-		resp, err := c.Get("http://" + s.HTTP + "/healthz")
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status, nil
+		return testworld.Answers(c, "http://"+s.HTTP+"/healthz")(ctx)
 	})
 	return s
 }

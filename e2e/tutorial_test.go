@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -116,17 +114,6 @@ spec:
 		// The restored container's first probes may take the Pod out of
 		// the Service for a moment: its own /healthz answers once kube-proxy
 		// has it back.
-		testworld.WaitFor(t, "the second workload's /healthz after unbridge", time.Minute, func(ctx context.Context) (bool, string, error) {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
-			if err != nil {
-				return false, "", err
-			}
-			resp, err := c.Do(req)
-			if err != nil {
-				return false, err.Error(), nil
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK, resp.Status, nil
-		})
+		testworld.WaitFor(t, "the second workload's /healthz after unbridge", time.Minute, testworld.Answers(c, "http://"+addr+"/healthz"))
 	}}
 }

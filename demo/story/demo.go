@@ -277,18 +277,7 @@ func (d *Demo) WaitServing(t testworld.T) {
 		t.Fatalf("the application's address is not known: WaitReady first")
 	}
 	c := d.World.HTTPClient()
-	testworld.WaitFor(t, "oauth2-proxy at "+d.appURL, time.Minute, func(ctx context.Context) (bool, string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.appURL+"/ping", nil)
-		if err != nil {
-			return false, "", err
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status, nil
-	})
+	testworld.WaitFor(t, "oauth2-proxy at "+d.appURL, time.Minute, testworld.Answers(c, d.appURL+"/ping"))
 }
 
 // Pod is the name of the backend's Pod (after WaitReady).

@@ -202,12 +202,7 @@ func StartLocalBackend(t testworld.T, dir, name string, fix bool) *LocalBackend 
 		if ok, err := b.Running(); !ok {
 			return false, "", fmt.Errorf("%s exited: %v", name, err)
 		}
-		resp, err := c.Get("http://" + b.Addr + "/")
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status, nil
+		return testworld.Answers(c, "http://"+b.Addr+"/")(ctx)
 	})
 	return b
 }

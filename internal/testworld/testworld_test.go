@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -184,5 +187,26 @@ func TestFailed(t *testing.T) {
 				t.Errorf("Failed() = %t, want %t", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusServiceUnavailable)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(int(status.Load())) }))
+	cond := Answers(srv.Client(), srv.URL+"/healthz")
+	if done, st, err := cond(context.Background()); done || err != nil || st != "503 Service Unavailable" {
+		t.Fatalf("503: done %v, status %q, err %v", done, st, err)
+	}
+	status.Store(http.StatusOK)
+	if done, _, err := cond(context.Background()); !done || err != nil {
+		t.Fatalf("200: done %v, err %v", done, err)
+	}
+	srv.Close()
+	if done, st, err := cond(context.Background()); done || err != nil || !strings.Contains(st, "refused") {
+		t.Fatalf("closed server: done %v, status %q, err %v", done, st, err)
+	}
+	if _, _, err := Answers(http.DefaultClient, "http://bad host/")(context.Background()); err == nil {
+		t.Fatal("a malformed URL is waited out instead of ending the wait")
 	}
 }

@@ -3,6 +3,7 @@ package testworld
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -15,6 +16,24 @@ import (
 // Condition reports whether what a test waits for has happened, and a short
 // status for the log while it has not. A non-nil error ends the wait at once.
 type Condition func(ctx context.Context) (done bool, status string, err error)
+
+// Answers is the Condition that a GET of url through c answers 200 OK; a
+// refused connection or another status is waited out, with the reason as
+// the status.
+func Answers(c *http.Client, url string) Condition {
+	return func(ctx context.Context) (bool, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, "", err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status, nil
+	}
+}
 
 // pollInterval is how often conditions are checked; progressEvery is how
 // often an unchanged status is logged again.
