@@ -57,8 +57,9 @@ const loopMinProcs = 2
 
 var (
 	relayOnce sync.Once
-	relay     *loop
-	relayErr  error
+	// relay is nil when the loop could not be made (no epoll or eventfd
+	// to be had): Join then relays with a goroutine per direction.
+	relay *loop
 )
 
 // theLoop returns the process's relay loop, started on first use, or nil
@@ -67,7 +68,7 @@ func theLoop() *loop {
 	if runtime.GOMAXPROCS(0) < loopMinProcs {
 		return nil
 	}
-	relayOnce.Do(func() { relay, relayErr = newLoop() })
+	relayOnce.Do(func() { relay, _ = newLoop() })
 	return relay
 }
 
