@@ -62,10 +62,10 @@ func TestLoopMovesAtMostItsBudget(t *testing.T) {
 	defer unix.Close(l.epfd)
 	defer unix.Close(l.wakefd)
 	p := &lpair{gen: 1, done: make(chan struct{}, 1)}
-	if p.fd[0], err = detach(New(in)); err != nil {
+	if p.fd[0], err = Detach(in); err != nil {
 		t.Fatal(err)
 	}
-	if p.fd[1], err = detach(New(out)); err != nil {
+	if p.fd[1], err = Detach(out); err != nil {
 		t.Fatal(err)
 	}
 	in.Close()
@@ -86,7 +86,7 @@ func TestLoopMovesAtMostItsBudget(t *testing.T) {
 	if max := int64(moveReads * bufSize); p.n[0] == 0 || p.n[0] > max {
 		t.Fatalf("the first turn moved %d bytes, want some and at most %d", p.n[0], max)
 	}
-	if p.queued != p.gen || len(l.ready) != 1 || l.ready[0] != p {
+	if !p.queued || len(l.ready) != 1 || l.ready[0].h != p {
 		t.Fatal("the pair is not queued to go on after the next wait")
 	}
 	// The next turns move the rest.
@@ -94,8 +94,7 @@ func TestLoopMovesAtMostItsBudget(t *testing.T) {
 		ready := l.ready
 		l.ready = nil
 		for _, q := range ready {
-			q.queued = 0
-			l.pump(q)
+			q.h.Event(q.tag, 0)
 		}
 	}
 	if p.n[0] != backlog {

@@ -4,13 +4,20 @@ package netio
 
 import "context"
 
-// loop is the relay loop of Linux; elsewhere Join uses a goroutine per
-// direction.
-type loop struct{}
+// Loop is the event loop of Linux; elsewhere there is none, and Join
+// uses a goroutine per direction.
+type Loop struct{}
 
-func theLoop() *loop { return nil }
+// LoopEnv is the environment variable that turns the event loop of Linux
+// off.
+const LoopEnv = "GEFYRA_EVENT_LOOP"
 
-func loopJoin(context.Context, *loop, *Conn, *Conn, []byte, []byte) (int64, int64, error) {
+// Shared returns nil: there is no event loop on this platform.
+func Shared() *Loop { return nil }
+
+func theLoop() *Loop { return nil }
+
+func loopJoin(context.Context, *Loop, *Conn, *Conn, []byte, []byte) (int64, int64, error) {
 	panic("netio: no relay loop on this platform")
 }
 
