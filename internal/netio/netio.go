@@ -23,7 +23,8 @@
 // Join relays two such connections (TCP listeners, upgraded HTTP
 // connections); internal/pipe.Join hands two TCP connections to it. On
 // Linux it relays them on an event loop of its own, waiting in its own
-// epoll set (loop_linux.go). Relay relays any two connections with a
+// epoll set (Loop, eventloop_linux.go; the pairs are in loop_linux.go),
+// which carrier's HTTP/1.1 path serves its connections on too. Relay relays any two connections with a
 // goroutine per direction (a tunnel's connection and a TCP one, with
 // byte counters); it is also Join where there is no loop.
 package netio

@@ -93,9 +93,10 @@ func (c *h2conn) connect(cl *config.Cluster) error {
 	return err
 }
 
-// Close closes the upstream HTTP/2 connections; in-flight streams on them
-// fail.
+// Close closes the upstream HTTP/2 connections (in-flight streams on them
+// fail) and the event loop's idle HTTP/1.1 ones.
 func (p *Proxy) Close() {
+	p.pruneLoop(nil)
 	pc := &p.h2conns
 	pc.mu.Lock()
 	conns := pc.conns
@@ -106,9 +107,10 @@ func (p *Proxy) Close() {
 	}
 }
 
-// Prune closes the upstream HTTP/2 connections to endpoints cfg no longer
-// has.
+// Prune closes the upstream HTTP/2 connections, and the event loop's idle
+// HTTP/1.1 ones, to endpoints cfg no longer has.
 func (p *Proxy) Prune(cfg *config.Config) {
+	p.pruneLoop(cfg)
 	keep := map[string]bool{}
 	for _, c := range cfg.Clusters {
 		for _, ep := range c.Endpoints {

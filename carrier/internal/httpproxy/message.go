@@ -6,6 +6,31 @@ import (
 	"fmt"
 )
 
+// lineReader is where a message head is read from: a *bufio.Reader on the
+// goroutine path, a sliceReader on the event loop.
+type lineReader interface {
+	ReadSlice(delim byte) ([]byte, error)
+}
+
+// errIncomplete: a sliceReader ran out of bytes before the head ended.
+var errIncomplete = errors.New("incomplete message head")
+
+// sliceReader reads lines of bytes already received.
+type sliceReader struct {
+	b   []byte
+	off int
+}
+
+func (r *sliceReader) ReadSlice(delim byte) ([]byte, error) {
+	rest := r.b[r.off:]
+	i := indexByte(rest, delim)
+	if i < 0 {
+		return nil, errIncomplete
+	}
+	r.off += i + 1
+	return rest[:i+1], nil
+}
+
 // Limits on what carrier reads of a message head.
 const (
 	maxHeadBytes = 64 << 10
@@ -81,7 +106,7 @@ func (m *message) reset() {
 func (m *message) b(s span) []byte { return m.head[s.s:s.e] }
 
 // line reads one line into head and returns its span, without CR LF.
-func (m *message) line(br *bufio.Reader) (span, error) {
+func (m *message) line(br lineReader) (span, error) {
 	l, err := br.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -160,7 +185,7 @@ func trimOWS(b []byte, s span) span {
 
 // readRequest reads a request head. io.EOF before any byte means the
 // client closed between requests.
-func (m *message) readRequest(br *bufio.Reader) error {
+func (m *message) readRequest(br lineReader) error {
 	m.reset()
 	var ls span
 	var err error
@@ -216,7 +241,7 @@ func (m *message) readRequest(br *bufio.Reader) error {
 }
 
 // readResponse reads a response head.
-func (m *message) readResponse(br *bufio.Reader) error {
+func (m *message) readResponse(br lineReader) error {
 	m.reset()
 	ls, err := m.line(br)
 	if err != nil {
@@ -267,7 +292,7 @@ func indexByte(b []byte, c byte) int {
 	return -1
 }
 
-func (m *message) readFields(br *bufio.Reader, request bool) error {
+func (m *message) readFields(br lineReader, request bool) error {
 	for {
 		ls, err := m.line(br)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -229,6 +230,51 @@ func FuzzChunked(f *testing.F) {
 		again, err := dechunk(t, framed, false)
 		if err != nil || again != data {
 			t.Fatalf("re-framed body %q parses to %q, %v; want %q", framed, again, err, data)
+		}
+	})
+}
+
+// FuzzSliceReader: a head parsed from bytes already received (the event
+// loop's way) reads as it does through a bufio.Reader (the goroutine
+// path's), and one cut short says errIncomplete, never anything else.
+func FuzzSliceReader(f *testing.F) {
+	f.Add("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true)
+	f.Add("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", true)
+	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+	f.Add("HTTP/1.1 204 No Content\r\nX-A: b\r\n", false)
+	f.Add("GET / HTTP/1.1\r\nHost", true)
+	f.Fuzz(func(t *testing.T, in string, request bool) {
+		read := func(m *message, r lineReader) error {
+			if request {
+				return m.readRequest(r)
+			}
+			return m.readResponse(r)
+		}
+		var fromBuf, fromSlice message
+		br := bufio.NewReaderSize(strings.NewReader(in), 2*maxHeadBytes)
+		errBuf := read(&fromBuf, br)
+		sr := &sliceReader{b: []byte(in)}
+		errSlice := read(&fromSlice, sr)
+		switch {
+		case errSlice == errIncomplete:
+			if !errors.Is(errBuf, io.EOF) {
+				t.Fatalf("cut short from the slice, %v through bufio", errBuf)
+			}
+		case (errSlice == nil) != (errBuf == nil):
+			t.Fatalf("slice: %v, bufio: %v", errSlice, errBuf)
+		case errSlice != nil:
+			var ps, pb *protoError
+			if errors.As(errSlice, &ps) != errors.As(errBuf, &pb) || (ps != nil && ps.Status != pb.Status) {
+				t.Fatalf("slice: %v, bufio: %v", errSlice, errBuf)
+			}
+		default:
+			if used := len(in) - br.Buffered(); sr.off != used {
+				t.Fatalf("the slice reader took %d bytes, bufio %d", sr.off, used)
+			}
+			if serialize(&fromSlice) != serialize(&fromBuf) || fromSlice.status != fromBuf.status ||
+				fromSlice.contentLength != fromBuf.contentLength || fromSlice.chunked != fromBuf.chunked {
+				t.Fatalf("they differ:\n%q\n%q", serialize(&fromSlice), serialize(&fromBuf))
+			}
 		}
 	})
 }

@@ -11,16 +11,20 @@
 // hop-by-hop ones (RFC 9110 7.6.1) and X-Forwarded-For, to which the
 // client's address is appended.
 //
-// The HTTP/1.1 path allocates nothing per request in the steady state:
-// message heads are parsed into per-connection buffers, bodies move
-// through the connections' bufio buffers, and metric handles hang on the
-// compiled routes. TCP connections are read and written through
-// internal/netio, which keeps the runtime's monitor thread from
-// waking up around every request.
+// On Linux, with two Ps or more, HTTP/1.1 connections are served on
+// internal/netio's event loop (loop_linux.go), which hands what it does
+// not serve itself to the goroutine path here. Either way the HTTP/1.1
+// path allocates nothing per request in the steady state: message heads
+// are parsed into per-connection buffers, bodies move through the
+// connections' buffers, and metric handles hang on the compiled routes.
+// On the goroutine path TCP connections are read and written through
+// internal/netio, which keeps the runtime's monitor thread from waking up
+// around every request.
 package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -31,6 +35,8 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -86,6 +92,9 @@ type Proxy struct {
 	h2once  sync.Once
 	h2      *http2.Server
 	h2conns h2Conns
+	// lpools: the event loop's idle upstream connections; the loop's
+	// goroutine alone uses them.
+	lpools *lpools
 }
 
 func (p *Proxy) streamIdle() time.Duration {
@@ -107,7 +116,7 @@ type clientConn struct {
 	resp     message
 	clientIP []byte
 	client   netip.AddrPort
-	num      [24]byte
+	scratch  []byte // a message head as it goes out
 	ctx      context.Context
 	uc       *upstream.Conn // set by connect
 	dl       upstream.Deadlines
@@ -118,6 +127,8 @@ type clientConn struct {
 	// linger: the connection ends with a request body not read whole, so
 	// it is closed gently (see lingerClose).
 	linger bool
+	// busy is the upstream connection of the request under way.
+	busy *atomic.Pointer[upstream.Conn]
 }
 
 var clientConns = sync.Pool{New: func() any {
@@ -129,22 +140,59 @@ var clientConns = sync.Pool{New: func() any {
 // listener's config as of now; each request uses the one current when it
 // arrived.
 func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *config.Listener) {
+	var h *handoff
+	if tc, ok := c.(*net.TCPConn); ok {
+		if loop := netio.Shared(); loop != nil {
+			if l := current(); l != nil && l.HTTP != nil && l.HTTP.Codec != config.CodecHTTP2 {
+				if h = p.serveOnLoop(ctx, loop, tc, current); h == nil {
+					return
+				}
+				if h.fd >= 0 {
+					// The connection left the loop.
+					nc, err := netio.Attach(h.fd)
+					if err != nil {
+						if h.upFd >= 0 {
+							syscall.Close(h.upFd)
+						}
+						return
+					}
+					c = nc
+				}
+			}
+		}
+	}
+	p.serve(ctx, c, h, current)
+}
+
+// serve is ServeConn on the goroutine path, from the start or from where
+// the event loop handed the connection over (h not nil).
+func (p *Proxy) serve(ctx context.Context, c net.Conn, h *handoff, current func() *config.Listener) {
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	// When ctx ends, the upstream connection of the request under way
+	// closes too, or the wait for its answer would go on.
+	var busy atomic.Pointer[upstream.Conn]
+	stop := context.AfterFunc(ctx, func() {
+		c.Close()
+		if uc := busy.Load(); uc != nil {
+			uc.TCPConn.Close()
+		}
+	})
 	defer stop()
 
 	cc := clientConns.Get().(*clientConn)
-	cc.p, cc.c, cc.ctx = p, c, ctx
+	cc.p, cc.c, cc.ctx, cc.busy = p, c, ctx, &busy
 	cc.last = time.Now()
 	cc.dl.Reset()
+	var r io.Reader = c
 	if tc, ok := c.(*net.TCPConn); ok {
 		cc.nc.Reset(tc)
-		cc.br.Reset(cc.nc)
-		cc.bw.Reset(cc.nc)
-	} else {
-		cc.br.Reset(c)
-		cc.bw.Reset(c)
+		r = cc.nc
 	}
+	cc.bw.Reset(r.(io.Writer))
+	if h != nil && len(h.pending) > 0 {
+		r = io.MultiReader(bytes.NewReader(h.pending), r)
+	}
+	cc.br.Reset(r)
 	cc.client = netip.AddrPort{}
 	cc.linger = false
 	cc.clientIP = cc.clientIP[:0]
@@ -162,15 +210,25 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, current func() *confi
 		cc.br.Reset(nil)
 		cc.bw.Reset(nil)
 		cc.nc.Reset(nil)
-		cc.p, cc.c, cc.ctx, cc.uc = nil, nil, nil, nil
+		cc.p, cc.c, cc.ctx, cc.uc, cc.busy = nil, nil, nil, nil, nil
 		clientConns.Put(cc)
 	}()
 
 	l := current()
 	if l == nil || l.HTTP == nil {
+		if h != nil && h.upFd >= 0 {
+			syscall.Close(h.upFd)
+		}
 		return
 	}
-	if l.HTTP.Codec != config.CodecHTTP1 {
+	if h != nil && h.upFd >= 0 {
+		if !cc.resume(ctx, h) {
+			if cc.linger {
+				lingerClose(c)
+			}
+			return
+		}
+	} else if l.HTTP.Codec != config.CodecHTTP1 {
 		cc.dl.Read(c, cc.last, l.HTTP.IdleTimeout)
 		pre, err := cc.br.Peek(4)
 		if err != nil {
@@ -245,9 +303,14 @@ func (cc *clientConn) serveOne(ctx context.Context, l *config.Listener, current 
 }
 
 // connector opens an upstream for a cluster, keeping it for the caller.
+// The event loop's connector only takes idle connections, and says
+// errNeedDial when there is none: choose then leaves the request to a
+// goroutine, which chooses again and may dial.
 type connector interface {
 	connect(*config.Cluster) error
 }
+
+var errNeedDial = errors.New("no idle upstream connection")
 
 func (cc *clientConn) connect(c *config.Cluster) error {
 	uc, err := cc.p.Pools.GetAt(cc.ctx, c, cc.client, false, cc.req.chunked || cc.req.contentLength > 0, cc.started)
@@ -263,6 +326,8 @@ type choice struct {
 	stats  *metrics.Series
 	status int
 	msg    string
+	// dial: the connector said errNeedDial; nothing was decided.
+	dial bool
 }
 
 // choose routes req; when its bridge cannot be reached it falls back.
@@ -296,6 +361,9 @@ func (p *Proxy) choose(l *config.Listener, req config.Request, conn connector) c
 		if err == nil {
 			return choice{rt: rt, target: target, stats: stats}
 		}
+		if err == errNeedDial {
+			return choice{dial: true}
+		}
 		var de *upstream.DialError
 		kind := upstream.KindConnect
 		if errors.As(err, &de) {
@@ -316,12 +384,16 @@ func (p *Proxy) choose(l *config.Listener, req config.Request, conn connector) c
 		}
 		return choice{rt: rt, stats: fbStats, status: http.StatusServiceUnavailable, msg: msg}
 	}
+	err := conn.connect(l.Fallback)
+	if err == errNeedDial {
+		return choice{dial: true}
+	}
 	primary := l.NoRouteStats
 	if rt != nil {
 		primary = rt.Stats
 	}
 	primary.Fallback(reason)
-	if err := conn.connect(l.Fallback); err != nil {
+	if err != nil {
 		var de *upstream.DialError
 		if errors.As(err, &de) {
 			p.Metrics.UpstreamError(l.Fallback.Name, de.Kind)
@@ -370,25 +442,33 @@ func (cc *clientConn) local(stats *metrics.Series, started time.Time, status int
 		cc.linger = true
 	}
 	w := cc.bw
-	w.WriteString("HTTP/1.1 ")
-	w.Write(strconv.AppendInt(cc.num[:0], int64(status), 10))
-	w.WriteByte(' ')
-	w.WriteString(http.StatusText(status))
-	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
-	w.Write(strconv.AppendInt(cc.num[:0], int64(len(body)), 10))
-	w.WriteString("\r\n")
-	if closeConn {
-		w.WriteString("Connection: close\r\n")
-	}
-	w.WriteString("\r\n")
-	if !eqFold(req.Method(), "head") {
-		w.WriteString(body)
-	}
+	cc.scratch = appendLocal(cc.scratch[:0], status, body, closeConn, eqFold(req.Method(), "head"))
+	w.Write(cc.scratch)
 	cc.dl.Write(cc.c, started, cc.p.streamIdle())
 	err := w.Flush()
 	cc.last = time.Now()
 	stats.Request(status, cc.last.Sub(started).Seconds())
 	return err == nil && !closeConn
+}
+
+// appendLocal appends carrier's own answer: status, a plain-text body
+// (left out for a HEAD request), and Connection: close if closeConn.
+func appendLocal(b []byte, status int, body string, closeConn, head bool) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n"...)
+	if closeConn {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if !head {
+		b = append(b, body...)
+	}
+	return b
 }
 
 type bodyKind int
@@ -403,20 +483,15 @@ const (
 // forward sends the request on uc and relays the response.
 func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *config.Route, target *config.Cluster, uc *upstream.Conn, stats *metrics.Series, started time.Time) bool {
 	p := cc.p
-	req, resp := &cc.req, &cc.resp
-	timeout := config.DefaultRouteTimeout
-	idle := p.streamIdle()
-	if rt != nil {
-		timeout = rt.Timeout
-		if rt.IdleTimeout > 0 {
-			idle = rt.IdleTimeout
-		}
-	}
+	req := &cc.req
+	timeout, idle := p.routeTimes(rt)
 	client := endpoint{cc.c, &cc.dl, idle}
 	hasBody := req.chunked || req.contentLength > 0
 	upgrade := req.isUpgrade()
 	var up int64
+	defer cc.busy.Store(nil)
 	for attempt := 0; ; attempt++ {
+		cc.busy.Store(uc)
 		upside := endpoint{uc.TCPConn, &uc.DL, idle}
 		if req.expect100 && hasBody && attempt == 0 {
 			cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
@@ -495,21 +570,55 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 			}
 			err = derr
 		}
-		kind, status, msg := metrics.ErrIO, http.StatusBadGateway, "carrier: upstream failed before responding: "
-		var pe *protoError
-		switch {
-		case isTimeout(err):
-			kind, status, msg = metrics.ErrTimeout, http.StatusGatewayTimeout, "carrier: upstream timed out: "
-		case errors.As(err, &pe), errors.Is(err, errHeadTooLarge), errors.Is(err, errTooMany):
-			kind = metrics.ErrProtocol
-		}
-		p.Metrics.UpstreamError(target.Name, kind)
-		// If the body did not make it out whole, the client's stream is
-		// out of step: close after answering.
-		return cc.local(stats, started, status, msg+err.Error()+"\n", hasBody && !req.bodyRead)
+		return cc.upstreamFailed(target, stats, started, err, hasBody && !req.bodyRead)
 	}
+	return cc.relay(ctx, target, uc, stats, started, up, idle)
+}
 
-	// Relay the response.
+// upstreamFailed answers a request whose upstream failed before any byte
+// of its response reached the client. If the body did not make it out
+// whole (bodyLeft), the client's stream is out of step: the connection
+// closes after the answer.
+func (cc *clientConn) upstreamFailed(target *config.Cluster, stats *metrics.Series, started time.Time, err error, bodyLeft bool) bool {
+	kind, status, msg := failure(err)
+	cc.p.Metrics.UpstreamError(target.Name, kind)
+	return cc.local(stats, started, status, msg+err.Error()+"\n", bodyLeft)
+}
+
+// failure is what an upstream's failure before its response counts as:
+// the metric's kind, the client's status, the start of the message.
+func failure(err error) (kind string, status int, msg string) {
+	var pe *protoError
+	switch {
+	case isTimeout(err):
+		return metrics.ErrTimeout, http.StatusGatewayTimeout, "carrier: upstream timed out: "
+	case errors.As(err, &pe), errors.Is(err, errHeadTooLarge), errors.Is(err, errTooMany):
+		return metrics.ErrProtocol, http.StatusBadGateway, "carrier: upstream failed before responding: "
+	}
+	return metrics.ErrIO, http.StatusBadGateway, "carrier: upstream failed before responding: "
+}
+
+// routeTimes are the route's timeout (for the response head) and its idle
+// timeout (for a pause in a body).
+func (p *Proxy) routeTimes(rt *config.Route) (timeout, idle time.Duration) {
+	timeout, idle = config.DefaultRouteTimeout, p.streamIdle()
+	if rt != nil {
+		timeout = rt.Timeout
+		if rt.IdleTimeout > 0 {
+			idle = rt.IdleTimeout
+		}
+	}
+	return timeout, idle
+}
+
+// relay relays the response whose head cc.resp holds from uc, up being
+// the request body bytes sent.
+func (cc *clientConn) relay(ctx context.Context, target *config.Cluster, uc *upstream.Conn, stats *metrics.Series, started time.Time, up int64, idle time.Duration) bool {
+	p := cc.p
+	req, resp := &cc.req, &cc.resp
+	client := endpoint{cc.c, &cc.dl, idle}
+	hasBody := req.chunked || req.contentLength > 0
+	upgrade := req.isUpgrade()
 	noBody := eqFold(req.Method(), "head") || resp.status < 200 || resp.status == 204 || resp.status == 304
 	kind := bodyNone
 	switch {
@@ -628,56 +737,68 @@ func (cc *clientConn) readResponseHead(uc *upstream.Conn) error {
 }
 
 func (cc *clientConn) writeRequestHead(w *bufio.Writer, upgrade bool) {
-	req := &cc.req
-	w.Write(req.b(req.method))
-	w.WriteByte(' ')
-	w.Write(req.b(req.target))
-	w.WriteString(" HTTP/1.1\r\n")
+	cc.scratch = appendRequestHead(cc.scratch[:0], &cc.req, cc.clientIP, upgrade, cc.c.LocalAddr())
+	w.Write(cc.scratch)
+}
+
+// appendRequestHead appends the head of req as carrier forwards it:
+// hop-by-hop fields dropped, X-Forwarded-For with clientIP appended, a
+// Host naming local (the address the client connected to) if it had none.
+func appendRequestHead(b []byte, req *message, clientIP []byte, upgrade bool, local net.Addr) []byte {
+	b = append(b, req.b(req.method)...)
+	b = append(b, ' ')
+	b = append(b, req.b(req.target)...)
+	b = append(b, " HTTP/1.1\r\n"...)
 	if !req.hasHost {
 		// HTTP/1.1 needs a Host; an HTTP/1.0 client may not have sent one:
 		// name the address it connected to.
-		w.WriteString("Host: ")
-		w.WriteString(cc.c.LocalAddr().String())
-		w.WriteString("\r\n")
+		b = append(b, "Host: "...)
+		b = append(b, local.String()...)
+		b = append(b, "\r\n"...)
 	}
 	for _, f := range req.fields {
 		name := req.b(f.name)
 		if req.hopByHop(name, true) {
 			continue
 		}
-		w.Write(name)
-		w.WriteString(": ")
-		w.Write(req.b(f.value))
-		w.WriteString("\r\n")
+		b = append(b, name...)
+		b = append(b, ": "...)
+		b = append(b, req.b(f.value)...)
+		b = append(b, "\r\n"...)
 	}
 	if req.chunked {
-		w.WriteString("Transfer-Encoding: chunked\r\n")
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if req.teTrailers {
-		w.WriteString("TE: trailers\r\n")
+		b = append(b, "TE: trailers\r\n"...)
 	}
 	if upgrade {
-		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		w.Write(req.b(req.upgrade))
-		w.WriteString("\r\n")
+		b = append(b, "Connection: Upgrade\r\nUpgrade: "...)
+		b = append(b, req.b(req.upgrade)...)
+		b = append(b, "\r\n"...)
 	}
-	w.WriteString("X-Forwarded-For: ")
-	for _, s := range req.xff {
-		w.Write(req.b(s))
-		w.WriteString(", ")
+	b = append(b, "X-Forwarded-For: "...)
+	for _, x := range req.xff {
+		b = append(b, req.b(x)...)
+		b = append(b, ", "...)
 	}
-	w.Write(cc.clientIP)
-	w.WriteString("\r\n\r\n")
+	b = append(b, clientIP...)
+	return append(b, "\r\n\r\n"...)
 }
 
 func (cc *clientConn) writeResponseHead(kind bodyKind, switching, closeClient bool) {
-	resp := &cc.resp
-	w := cc.bw
-	w.WriteString("HTTP/1.1 ")
-	w.Write(strconv.AppendInt(cc.num[:0], int64(resp.status), 10))
-	w.WriteByte(' ')
-	w.Write(resp.b(resp.reason))
-	w.WriteString("\r\n")
+	cc.scratch = appendResponseHead(cc.scratch[:0], &cc.resp, kind, switching, closeClient, cc.req.minor)
+	cc.bw.Write(cc.scratch)
+}
+
+// appendResponseHead appends the head of resp as carrier relays it to a
+// client of HTTP/1.reqMinor.
+func appendResponseHead(b []byte, resp *message, kind bodyKind, switching, closeClient bool, reqMinor int) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(resp.status), 10)
+	b = append(b, ' ')
+	b = append(b, resp.b(resp.reason)...)
+	b = append(b, "\r\n"...)
 	for _, f := range resp.fields {
 		name := resp.b(f.name)
 		if resp.hopByHop(name, false) {
@@ -686,21 +807,21 @@ func (cc *clientConn) writeResponseHead(kind bodyKind, switching, closeClient bo
 		if kind == bodyChunked && eqFold(name, "content-length") {
 			continue
 		}
-		w.Write(name)
-		w.WriteString(": ")
-		w.Write(resp.b(f.value))
-		w.WriteString("\r\n")
+		b = append(b, name...)
+		b = append(b, ": "...)
+		b = append(b, resp.b(f.value)...)
+		b = append(b, "\r\n"...)
 	}
 	switch {
 	case switching:
-		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		w.Write(resp.b(resp.upgrade))
-		w.WriteString("\r\n")
+		b = append(b, "Connection: Upgrade\r\nUpgrade: "...)
+		b = append(b, resp.b(resp.upgrade)...)
+		b = append(b, "\r\n"...)
 	case closeClient:
-		w.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	}
-	if kind == bodyChunked && cc.req.minor == 1 {
-		w.WriteString("Transfer-Encoding: chunked\r\n")
+	if kind == bodyChunked && reqMinor == 1 {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
-	w.WriteString("\r\n")
+	return append(b, "\r\n"...)
 }

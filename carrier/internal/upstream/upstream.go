@@ -10,9 +10,11 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -228,6 +230,18 @@ func (p *Pools) GetAt(ctx context.Context, c *config.Cluster, client netip.AddrP
 	return &Conn{TCPConn: tc, IO: nc, R: bufio.NewReaderSize(nc, bufSize), W: bufio.NewWriterSize(nc, bufSize), pool: pl}, nil
 }
 
+// Adopt wraps tc, a connection opened elsewhere (an HTTP request that
+// left carrier's event loop), whose bytes pending were read already. It
+// serves the one response under way and is not pooled.
+func Adopt(tc *net.TCPConn, pending []byte) *Conn {
+	nc := netio.New(tc)
+	var r io.Reader = nc
+	if len(pending) > 0 {
+		r = io.MultiReader(bytes.NewReader(pending), nc)
+	}
+	return &Conn{TCPConn: tc, IO: nc, R: bufio.NewReaderSize(r, bufSize), W: bufio.NewWriterSize(nc, bufSize)}
+}
+
 // Put returns a connection for reuse. The caller guarantees that the last
 // response was read completely and nothing else is buffered.
 func (p *Pools) Put(uc *Conn) {
@@ -237,7 +251,7 @@ func (p *Pools) Put(uc *Conn) {
 // PutAt is Put for a caller that has just read the clock: the
 // connection's idle time starts at now.
 func (p *Pools) PutAt(uc *Conn, now time.Time) {
-	if uc.R.Buffered() > 0 || uc.W.Buffered() > 0 {
+	if uc.R.Buffered() > 0 || uc.W.Buffered() > 0 || uc.pool == nil {
 		uc.TCPConn.Close()
 		return
 	}
