@@ -37,7 +37,8 @@ import (
 // threads. It runs only when the process has at least two Ps: with one,
 // the runtime would hand that P away each time the loop sleeps and take
 // it back each time it wakes. Its goroutine ends when nothing holds it
-// (Hold, Release) and starts again with the next Post.
+// (Hold, Release) and no deadline is set, and starts again with the next
+// Post.
 
 // yieldEvery: the loop yields to the scheduler this often when it is
 // busy. A goroutine that runs for 10 ms without passing through the
@@ -341,7 +342,7 @@ func (l *Loop) run() {
 	l.now = time.Now()
 	for {
 		l.commands()
-		if l.holds == 0 && len(l.ready) == 0 {
+		if l.holds == 0 && len(l.ready) == 0 && len(l.timed) == 0 {
 			l.mu.Lock()
 			if len(l.queue) == 0 {
 				l.running = false

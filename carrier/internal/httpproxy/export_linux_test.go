@@ -13,8 +13,8 @@ func LoopIdle(p *Proxy) int {
 	loop.Post(func() {
 		total := 0
 		if p.lpools != nil {
-			for _, l := range p.lpools.idle {
-				total += len(l)
+			for _, pl := range p.lpools.pools {
+				total += len(pl.idle)
 			}
 		}
 		n <- total

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"syscall"
@@ -76,6 +77,8 @@ type lconn struct {
 	sr      sliceReader // heads are parsed from it (a local one would escape)
 	state   int
 	aborted bool // ctx ended while the goroutine dialled
+	// dialing is what the goroutine does while the connection is stAway.
+	dialing int
 	req     message
 	resp    message
 	// The request in hand.
@@ -101,6 +104,13 @@ type lconn struct {
 	remaining int64
 	reuse     bool
 }
+
+// What the goroutine does for a request while the connection is stAway.
+const (
+	dialChoose   = iota // route it and dial (choose)
+	dialFallback        // dial the fallback: its bridge could not be reached
+	dialRetry           // dial again: its kept-alive connection was closed
+)
 
 // lwake is what the loop asks of the connection's goroutine.
 type lwake struct {
@@ -251,7 +261,12 @@ func (lc *lconn) readHead() bool {
 		case !lc.fits(&lc.req):
 			return lc.handoff(false)
 		case lc.req.contentLength > 0 && lc.r+sr.off+int(lc.req.contentLength) > lc.w:
-			// The body is on its way.
+			// The body is on its way. If it is not in the socket
+			// already, the goroutine path waits for it, with the
+			// route's timeouts and metrics.
+			if !lc.readable {
+				return lc.handoff(false)
+			}
 		default:
 			return lc.begin(sr.off)
 		}
@@ -342,14 +357,15 @@ func (lc *lconn) begin(headLen int) bool {
 	}
 	ch := lc.p.choose(l, req, lc)
 	if ch.dial {
-		lc.away()
+		lc.away(dialChoose)
 		return false
 	}
 	return lc.chosen(ch)
 }
 
-// away leaves the request to the goroutine, to choose and dial.
-func (lc *lconn) away() {
+// away leaves the request to the goroutine, to dial as what says.
+func (lc *lconn) away(what int) {
+	lc.dialing = what
 	lc.state = stAway
 	lc.loop.SetDeadline(lc, time.Time{})
 	lc.wake <- lwake{dial: true}
@@ -392,48 +408,95 @@ func (lc *lconn) chosen(ch choice) bool {
 	return true
 }
 
-// loopDialer is the connector of the goroutine dialling for the loop.
+// loopDialer is the connector of the goroutine dialling for the loop. A
+// second connect is the fallback's, after the route's bridge could not be
+// reached: it is left to the loop, which may have an idle connection.
 type loopDialer struct {
-	ctx    context.Context
-	client netip.AddrPort
-	tc     *net.TCPConn
-	key    lkey
+	ctx      context.Context
+	client   netip.AddrPort
+	tried    bool
+	deferred bool
+	tc       *net.TCPConn
+	key      lkey
 }
 
 func (d *loopDialer) connect(c *config.Cluster) error {
-	ep := c.Endpoint()
-	if ep == "" {
-		return &upstream.DialError{Cluster: c.Name, Kind: upstream.KindNoEndpoints, Err: upstream.ErrNoEndpoints}
+	if d.tried {
+		d.deferred = true
+		return nil
 	}
-	tc, err := upstream.DialEndpoint(d.ctx, c, ep, d.client)
-	if err != nil {
-		return err
-	}
-	d.tc, d.key = tc, keyOf(c, ep)
-	return nil
+	d.tried = true
+	tc, key, err := dialCluster(d.ctx, c, d.client)
+	d.tc, d.key = tc, key
+	return err
 }
 
-// dialResult is the goroutine's choice, with the connection it opened.
+// dialCluster opens a connection to an endpoint of c, as upstream.Dial
+// does, and says which.
+func dialCluster(ctx context.Context, c *config.Cluster, client netip.AddrPort) (*net.TCPConn, lkey, error) {
+	ep := c.Endpoint()
+	if ep == "" {
+		return nil, lkey{}, &upstream.DialError{Cluster: c.Name, Kind: upstream.KindNoEndpoints, Err: upstream.ErrNoEndpoints}
+	}
+	tc, err := upstream.DialEndpoint(ctx, c, ep, client)
+	return tc, keyOf(c, ep), err
+}
+
+// dialResult is the goroutine's answer: where the request goes (ch), with
+// the connection it opened (fd >= 0), or with none yet (deferred: the
+// fallback), or the error that ends it (err, for target and stats of ch).
 type dialResult struct {
-	ch  choice
-	fd  int
-	key lkey
+	ch       choice
+	fd       int
+	key      lkey
+	deferred bool
+	err      error
 }
 
 // dial runs on the connection's goroutine while the connection is stAway.
 func (lc *lconn) dial(ctx context.Context) dialResult {
-	d := &loopDialer{ctx: ctx, client: lc.client}
-	res := dialResult{ch: lc.p.choose(lc.l, &lc.req, d), fd: -1}
-	if d.tc == nil {
+	p := lc.p
+	var tc *net.TCPConn
+	var key lkey
+	var res dialResult
+	switch lc.dialing {
+	case dialChoose:
+		d := &loopDialer{ctx: ctx, client: lc.client}
+		res.ch = p.choose(lc.l, &lc.req, d)
+		res.deferred = d.deferred
+		tc, key = d.tc, d.key
+	case dialFallback:
+		res.ch = choice{rt: lc.rt, target: lc.target, stats: lc.stats}
+		c, k, err := dialCluster(ctx, lc.target, lc.client)
+		if err != nil {
+			var de *upstream.DialError
+			if errors.As(err, &de) {
+				p.Metrics.UpstreamError(lc.target.Name, de.Kind)
+			}
+			res.ch = choice{rt: lc.rt, stats: lc.stats, status: http.StatusServiceUnavailable, msg: "carrier: fallback connect error: " + err.Error() + "\n"}
+			break
+		}
+		tc, key = c, k
+	case dialRetry:
+		uc, target, stats, err := p.redial(ctx, lc.l, lc.rt, lc.target, lc.stats, lc.client)
+		res.ch = choice{rt: lc.rt, target: target, stats: stats}
+		if err != nil {
+			res.err = err
+			break
+		}
+		tc, key = uc.TCPConn, keyOf(target, uc.Endpoint())
+	}
+	res.fd = -1
+	if tc == nil {
 		return res
 	}
-	fd, err := netio.Detach(d.tc)
-	d.tc.Close()
+	fd, err := netio.Detach(tc)
+	tc.Close()
 	if err != nil {
-		res.ch = choice{stats: res.ch.stats, status: 502, msg: "carrier: " + err.Error() + "\n"}
+		res.ch = choice{stats: res.ch.stats, status: http.StatusBadGateway, msg: "carrier: " + err.Error() + "\n"}
 		return res
 	}
-	res.fd, res.key = fd, d.key
+	res.fd, res.key = fd, key
 	return res
 }
 
@@ -448,15 +511,28 @@ func (lc *lconn) dialled(res dialResult) {
 		}
 		return
 	}
-	if res.fd >= 0 {
-		u := &lup{pools: lc.p.loopPools(lc.loop), key: res.key, fd: res.fd, writable: true}
+	lc.state = stHead // until chosen says otherwise
+	switch {
+	case res.err != nil:
+		lc.rt, lc.target, lc.stats = res.ch.rt, res.ch.target, res.ch.stats
+		lc.failed(res.err)
+		lc.run()
+		return
+	case res.fd >= 0:
+		u := lc.p.loopPools(lc.loop).newConn(res.key, res.fd)
 		s, err := lc.loop.Add(res.fd, lc, tagUpstream)
 		if err != nil {
 			syscall.Close(res.fd)
-			res.ch = choice{stats: res.ch.stats, status: 502, msg: "carrier: " + err.Error() + "\n"}
+			res.ch = choice{stats: res.ch.stats, status: http.StatusBadGateway, msg: "carrier: " + err.Error() + "\n"}
 		} else {
 			u.slot = s
 			lc.up = u
+		}
+	case res.deferred:
+		if lc.connect(res.ch.target) != nil {
+			lc.rt, lc.target, lc.stats = res.ch.rt, res.ch.target, res.ch.stats
+			lc.away(dialFallback)
+			return
 		}
 	}
 	if lc.chosen(res.ch) {
@@ -467,21 +543,12 @@ func (lc *lconn) dialled(res dialResult) {
 // send writes the request upstream.
 func (lc *lconn) send() bool {
 	u := lc.up
-	for len(lc.upOut) > 0 {
-		if !u.writable {
-			lc.after(lc.idle)
-			return false
-		}
-		n, errno := netio.Write(u.fd, lc.upOut)
-		switch errno {
-		case 0:
-			lc.upOut = lc.upOut[n:]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			u.writable = false
-		default:
-			return lc.upstreamError(errno)
-		}
+	if errno := flush(u.fd, &lc.upOut, &u.writable); errno != 0 {
+		return lc.upstreamError(errno)
+	}
+	if len(lc.upOut) > 0 {
+		lc.after(lc.idle)
+		return false
 	}
 	lc.sent = lc.loop.Now()
 	lc.after(lc.timeout)
@@ -576,22 +643,14 @@ func (lc *lconn) respond(headLen int) bool {
 func (lc *lconn) relay() bool {
 	for {
 		if len(lc.out) > 0 {
-			if !lc.writable {
-				lc.after(lc.idle)
-				return false
-			}
-			n, errno := netio.Write(lc.fd, lc.out)
-			switch errno {
-			case 0:
-				lc.out = lc.out[n:]
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				lc.writable = false
-			default:
+			if errno := flush(lc.fd, &lc.out, &lc.writable); errno != 0 {
 				lc.broken(false)
 				return false
 			}
-			continue
+			if len(lc.out) > 0 {
+				lc.after(lc.idle)
+				return false
+			}
 		}
 		if lc.remaining == 0 {
 			return lc.done()
@@ -601,13 +660,18 @@ func (lc *lconn) relay() bool {
 			lc.after(lc.idle)
 			return false
 		}
+		// Read what comes, not only what is left: bytes after the
+		// response mean the connection must not serve another.
 		buf := *lc.upIn
-		want := int(min(int64(len(buf)), lc.remaining))
-		n, errno := netio.Read(u.fd, buf[:want])
+		n, errno := netio.Read(u.fd, buf)
 		switch {
 		case errno == 0 && n > 0:
-			if n < want && !u.ended {
+			if n < len(buf) && !u.ended {
 				u.readable = false
+			}
+			if int64(n) > lc.remaining {
+				n = int(lc.remaining)
+				lc.reuse = false
 			}
 			lc.remaining -= int64(n)
 			lc.nDown += int64(n)
@@ -620,6 +684,24 @@ func (lc *lconn) relay() bool {
 			return false
 		}
 	}
+}
+
+// flush writes *b to fd until it is all out or fd takes no more
+// (*writable turns false), and returns the error of a write that failed.
+func flush(fd int, b *[]byte, writable *bool) syscall.Errno {
+	for len(*b) > 0 && *writable {
+		n, errno := netio.Write(fd, *b)
+		switch errno {
+		case 0:
+			*b = (*b)[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			*writable = false
+		default:
+			return errno
+		}
+	}
+	return 0
 }
 
 // after sets the timeout of the wait the connection starts: d from now,
@@ -639,6 +721,9 @@ func (lc *lconn) done() bool {
 	if u := lc.up; u != nil {
 		lc.stats.Bytes(lc.nUp, lc.nDown)
 		lc.up = nil
+		if lc.reuse && u.readable && !netio.Quiet(u.fd) {
+			lc.reuse = false // the last read may have left bytes behind
+		}
 		if lc.reuse {
 			u.pools.put(u, now)
 		} else {
@@ -656,7 +741,8 @@ func (lc *lconn) done() bool {
 
 // answer makes carrier's own answer the response.
 func (lc *lconn) answer(stats *metrics.Series, status int, msg string) {
-	lc.head = appendLocal(lc.head[:0], status, msg, false, eqFold(lc.req.Method(), "head"))
+	lc.head = appendLocal(lc.head[:0], status, msg, lc.closeAfter, eqFold(lc.req.Method(), "head"))
+	lc.idle = lc.p.streamIdle()
 	lc.out = lc.head
 	lc.stats, lc.status = stats, status
 	lc.remaining = 0
@@ -671,7 +757,7 @@ func (lc *lconn) upstreamError(err error) bool {
 	if u := lc.up; u != nil && u.reused && !lc.retried && lc.nUp == 0 && lc.uw == 0 && !isTimeout(err) {
 		lc.retried = true
 		lc.closeUp()
-		lc.away()
+		lc.away(dialRetry)
 		return false
 	}
 	lc.failed(err)
@@ -737,149 +823,6 @@ func (lc *lconn) handoff(mid bool) bool {
 	lc.loop.Release()
 	lc.wake <- lwake{h: h}
 	return false
-}
-
-// lkey names a pool of idle upstream connections on the loop.
-type lkey struct {
-	cluster, endpoint, bridge string
-	port                      uint16
-}
-
-func keyOf(c *config.Cluster, ep string) lkey {
-	k := lkey{cluster: c.Name, endpoint: ep}
-	if c.Bridge != nil {
-		k.bridge, k.port = c.Bridge.Name, c.Bridge.Port
-	}
-	return k
-}
-
-// lup is an upstream connection on the loop. Idle, it is its own handler:
-// any sign of life from the server (bytes, a close) drops it.
-type lup struct {
-	netio.Deadline
-	pools                     *lpools
-	key                       lkey
-	fd                        int
-	slot                      netio.Slot
-	readable, writable, ended bool
-	reused                    bool
-}
-
-func (u *lup) Event(_ int, ev uint32) {
-	if ev&netio.EvIn != 0 {
-		u.pools.drop(u)
-	}
-}
-
-// Expire: idle too long.
-func (u *lup) Expire(time.Time) { u.pools.drop(u) }
-
-// lpools are the loop's idle upstream connections of one Proxy.
-type lpools struct {
-	loop        *netio.Loop
-	idle        map[lkey][]*lup
-	max         int
-	idleTimeout time.Duration
-}
-
-// loopPools returns p's pools on the loop (made on first use); on the
-// loop only.
-func (p *Proxy) loopPools(loop *netio.Loop) *lpools {
-	if p.lpools == nil {
-		max, idle := 64, 60*time.Second
-		if p.Pools != nil {
-			if p.Pools.MaxIdle > 0 {
-				max = p.Pools.MaxIdle
-			}
-			if p.Pools.IdleTimeout > 0 {
-				idle = p.Pools.IdleTimeout
-			}
-		}
-		p.lpools = &lpools{loop: loop, idle: map[lkey][]*lup{}, max: max, idleTimeout: idle}
-	}
-	return p.lpools
-}
-
-func (ps *lpools) take(k lkey) *lup {
-	list := ps.idle[k]
-	n := len(list)
-	if n == 0 {
-		return nil
-	}
-	u := list[n-1]
-	list[n-1] = nil
-	ps.idle[k] = list[:n-1]
-	ps.loop.SetDeadline(u, time.Time{})
-	u.reused = true
-	u.readable, u.writable, u.ended = false, true, false
-	return u
-}
-
-func (ps *lpools) put(u *lup, now time.Time) {
-	list := ps.idle[u.key]
-	if len(list) >= ps.max || u.ended {
-		// u.ended: the server's close came with the response, and its
-		// event will not come again.
-		ps.loop.Close(u.slot, u.fd)
-		return
-	}
-	ps.loop.Bind(u.slot, u, 0)
-	ps.idle[u.key] = append(list, u)
-	ps.loop.SetDeadline(u, now.Add(ps.idleTimeout))
-}
-
-// drop closes an idle connection.
-func (ps *lpools) drop(u *lup) {
-	list := ps.idle[u.key]
-	for i, x := range list {
-		if x == u {
-			last := len(list) - 1
-			list[i] = list[last]
-			list[last] = nil
-			ps.idle[u.key] = list[:last]
-			ps.loop.SetDeadline(u, time.Time{})
-			ps.loop.Close(u.slot, u.fd)
-			return
-		}
-	}
-}
-
-// prune drops the idle connections to endpoints not in keep (all, if keep
-// is nil).
-func (ps *lpools) prune(keep map[lkey]bool) {
-	for k, list := range ps.idle {
-		if keep[k] {
-			continue
-		}
-		for _, u := range list {
-			ps.loop.SetDeadline(u, time.Time{})
-			ps.loop.Close(u.slot, u.fd)
-		}
-		delete(ps.idle, k)
-	}
-}
-
-// pruneLoop drops the loop's idle connections to endpoints cfg no longer
-// has (all, for a nil cfg).
-func (p *Proxy) pruneLoop(cfg *config.Config) {
-	loop := netio.Shared()
-	if loop == nil {
-		return
-	}
-	var keep map[lkey]bool
-	if cfg != nil {
-		keep = map[lkey]bool{}
-		for _, c := range cfg.Clusters {
-			for _, ep := range c.Endpoints {
-				keep[keyOf(c, ep)] = true
-			}
-		}
-	}
-	loop.Post(func() {
-		if p.lpools != nil {
-			p.lpools.prune(keep)
-		}
-	})
 }
 
 // resume serves, on the goroutine path, what a handoff left: the

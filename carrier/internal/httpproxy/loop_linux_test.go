@@ -245,9 +245,8 @@ func TestLoopLargeResponseToASlowReader(t *testing.T) {
 	}
 }
 
-// TestLoopTimeouts: the route timeout answers 504, the idle timeout
-// closes a connection at rest, and both come on time.
-func TestLoopTimeouts(t *testing.T) {
+// slowBackend answers "ok", to /slow only once the test ends.
+func slowBackend(t *testing.T) *httptest.Server {
 	release := make(chan struct{})
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -258,8 +257,17 @@ func TestLoopTimeouts(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	defer be.Close()
-	defer close(release)
+	t.Cleanup(func() {
+		close(release)
+		be.Close()
+	})
+	return be
+}
+
+// TestLoopTimeouts: the route timeout answers 504, the idle timeout
+// closes a connection at rest, and both come on time.
+func TestLoopTimeouts(t *testing.T) {
+	be := slowBackend(t)
 	_, addr := loopProxy(t, be.Listener.Addr().String(), func(l *config.Listener) {
 		route(l).Timeout = 300 * time.Millisecond
 		l.HTTP.IdleTimeout = 400 * time.Millisecond
@@ -299,18 +307,7 @@ func TestLoopTimeouts(t *testing.T) {
 // TestLoopEndsWithItsContext: connections close when ServeConn's context
 // ends, also one waiting for a response.
 func TestLoopEndsWithItsContext(t *testing.T) {
-	release := make(chan struct{})
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-		io.WriteString(w, "ok")
-	}))
-	defer be.Close()
-	defer close(release)
+	be := slowBackend(t)
 	cfg, err := config.Compile(ct.Resources(
 		ct.HTTPListener("http", "127.0.0.1:0", "routes", "fallback"),
 		ct.Routes("routes"),

@@ -435,16 +435,16 @@ func (cc *clientConn) local(stats *metrics.Series, started time.Time, status int
 			}
 		}
 	}
-	if req.minor == 0 {
+	if req.minor == 0 || req.connClose {
 		closeConn = true
 	}
 	if closeConn && !req.bodyRead && (req.chunked || req.contentLength > 0) {
 		cc.linger = true
 	}
 	w := cc.bw
+	cc.dl.Write(cc.c, time.Now(), cc.p.streamIdle())
 	cc.scratch = appendLocal(cc.scratch[:0], status, body, closeConn, eqFold(req.Method(), "head"))
 	w.Write(cc.scratch)
-	cc.dl.Write(cc.c, started, cc.p.streamIdle())
 	err := w.Flush()
 	cc.last = time.Now()
 	stats.Request(status, cc.last.Sub(started).Seconds())
@@ -495,7 +495,7 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 		upside := endpoint{uc.TCPConn, &uc.DL, idle}
 		if req.expect100 && hasBody && attempt == 0 {
 			cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			cc.dl.Write(cc.c, started, idle)
+			cc.dl.Write(cc.c, time.Now(), idle)
 			if err := cc.bw.Flush(); err != nil {
 				p.Pools.Discard(uc)
 				return false
@@ -513,7 +513,7 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 			req.bodyRead = err == nil
 		}
 		if err == nil {
-			uc.DL.Write(uc.TCPConn, started, idle)
+			uc.DL.Write(uc.TCPConn, time.Now(), idle)
 			if ferr := uc.W.Flush(); ferr != nil {
 				err = writeError{ferr}
 			}
@@ -548,22 +548,9 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 		p.Pools.Discard(uc)
 		if uc.Reused && !hasBody && attempt == 0 && !isTimeout(err) && uc.R.Buffered() == 0 {
 			// A kept-alive connection the server closed meanwhile.
-			nuc, derr := p.Pools.Get(ctx, target, cc.client, true, false)
-			var de *upstream.DialError
-			if derr != nil && target.Bridge != nil && l.Fallback != nil && l.Fallback != target && errors.As(derr, &de) {
-				// The bridge went away meanwhile (stowaway closes the
-				// connections of a developer that vanished): as for a
-				// new request, the fallback takes it.
-				p.Metrics.UpstreamError(target.Name, de.Kind)
-				p.logf(slog.LevelDebug, "bridge unreachable, using the fallback", "bridge", target.BridgeName(), "err", derr)
-				stats.Fallback(fallbackReason(de.Kind))
-				stats = l.NoRouteStats
-				if rt != nil {
-					stats = rt.FallbackStats
-				}
-				target = l.Fallback
-				nuc, derr = p.Pools.Get(ctx, target, cc.client, true, false)
-			}
+			var nuc *upstream.Conn
+			var derr error
+			nuc, target, stats, derr = p.redial(ctx, l, rt, target, stats, cc.client)
 			if derr == nil {
 				uc = nuc
 				continue
@@ -573,6 +560,28 @@ func (cc *clientConn) forward(ctx context.Context, l *config.Listener, rt *confi
 		return cc.upstreamFailed(target, stats, started, err, hasBody && !req.bodyRead)
 	}
 	return cc.relay(ctx, target, uc, stats, started, up, idle)
+}
+
+// redial opens a new connection for a request whose kept-alive upstream
+// connection turned out closed: to target again or, for a bridge that
+// cannot be reached now (stowaway closes the connections of a developer
+// that vanished), to the listener's fallback, as a new request would go.
+// It returns where the request goes and the series that counts it.
+func (p *Proxy) redial(ctx context.Context, l *config.Listener, rt *config.Route, target *config.Cluster, stats *metrics.Series, client netip.AddrPort) (*upstream.Conn, *config.Cluster, *metrics.Series, error) {
+	uc, err := p.Pools.Get(ctx, target, client, true, false)
+	var de *upstream.DialError
+	if err != nil && target.Bridge != nil && l.Fallback != nil && l.Fallback != target && errors.As(err, &de) {
+		p.Metrics.UpstreamError(target.Name, de.Kind)
+		p.logf(slog.LevelDebug, "bridge unreachable, using the fallback", "bridge", target.BridgeName(), "err", err)
+		stats.Fallback(fallbackReason(de.Kind))
+		stats = l.NoRouteStats
+		if rt != nil {
+			stats = rt.FallbackStats
+		}
+		target = l.Fallback
+		uc, err = p.Pools.Get(ctx, target, client, true, false)
+	}
+	return uc, target, stats, err
 }
 
 // upstreamFailed answers a request whose upstream failed before any byte
@@ -640,7 +649,7 @@ func (cc *clientConn) relay(ctx context.Context, target *config.Cluster, uc *ups
 	cc.writeResponseHead(kind, switching, closeClient)
 
 	if switching {
-		cc.dl.Write(cc.c, started, idle)
+		cc.dl.Write(cc.c, time.Now(), idle)
 		if err := cc.bw.Flush(); err != nil {
 			p.Pools.Discard(uc)
 			return false
@@ -676,7 +685,7 @@ func (cc *clientConn) relay(ctx context.Context, target *config.Cluster, uc *ups
 		down, err = copyAll(cc.bw, uc.R, client, upside)
 	}
 	if err == nil {
-		cc.dl.Write(cc.c, started, idle)
+		cc.dl.Write(cc.c, time.Now(), idle)
 		if ferr := cc.bw.Flush(); ferr != nil {
 			err = writeError{ferr}
 		}

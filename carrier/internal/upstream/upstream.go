@@ -135,6 +135,15 @@ type Conn struct {
 	idleSince time.Time
 }
 
+// Endpoint is the cluster endpoint uc is connected to ("" for one that
+// Adopt made).
+func (uc *Conn) Endpoint() string {
+	if uc.pool == nil {
+		return ""
+	}
+	return uc.pool.key.endpoint
+}
+
 // Pools holds idle upstream connections per cluster endpoint.
 type Pools struct {
 	// MaxIdle is the most idle connections kept per endpoint; 0 means 64.
