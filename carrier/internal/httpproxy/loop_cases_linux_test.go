@@ -1573,3 +1573,71 @@ func TestLoopPruneIdle(t *testing.T) {
 		t.Errorf("%d connections to b, want its one kept alive through the prune", n)
 	}
 }
+
+// TestLoopNotHTTPGoesToTheFallback: a connection to an HTTP port that
+// does not start as HTTP (another protocol on a port no bridge carries as
+// raw TCP) is relayed whole to the fallback, and counted; HTTP on the same
+// port is served as before, and without a fallback such bytes get a 400.
+func TestLoopNotHTTPGoesToTheFallback(t *testing.T) {
+	// The backend answers HTTP to a GET and echoes anything else.
+	be := newRawUpstream(t, func(i int, c net.Conn, br *bufio.Reader) {
+		first, err := br.Peek(4)
+		if err != nil {
+			return
+		}
+		if string(first) == "GET " {
+			line, _, _, err := readReq(br)
+			if err == nil {
+				io.WriteString(c, ok(line))
+			}
+			return
+		}
+		io.Copy(c, br)
+	})
+	r := newRig(t, nil, nil, toBackend(be.addr)...)
+	tests := []struct{ name, in string }{
+		{"redis command", "*1\r\n$4\r\nPING\r\n"},
+		{"inline command", "PING\r\n"},
+		{"binary", "\x00\x00\x00\x08\x04\xd2\x16\x2f"},
+		{"one byte at a time", "\x16\x03\x01\x02\x00"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := r.dial(t)
+			if tt.name == "one byte at a time" {
+				for i := range len(tt.in) {
+					io.WriteString(c, tt.in[i:i+1])
+					time.Sleep(20 * time.Millisecond)
+				}
+			} else {
+				io.WriteString(c, tt.in)
+			}
+			got := make([]byte, len(tt.in))
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != tt.in {
+				t.Fatalf("echo %q, %v; want %q", got, err, tt.in)
+			}
+			// The relay goes on both ways, as TCP.
+			io.WriteString(c, "more")
+			if _, err := io.ReadFull(br, got[:4]); err != nil || string(got[:4]) != "more" {
+				t.Fatalf("second echo %q, %v", got[:4], err)
+			}
+		})
+	}
+	c, br := r.dial(t)
+	if resp, body := exchange(t, c, br, "GET /h HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 || body != "GET /h" {
+		t.Fatalf("HTTP: %d %q", resp.StatusCode, body)
+	}
+	if got := r.metric(t, "gefyra_carrier_fallbacks_total", "reason", metrics.ReasonNotHTTP); got != float64(len(tests)) {
+		t.Errorf("%v fallbacks of reason %s, want %d", got, metrics.ReasonNotHTTP, len(tests))
+	}
+
+	noFallback := newRig(t, nil, nil,
+		ct.HTTPListener("http", "127.0.0.1:0", "routes", ""),
+		ct.Routes("routes", ct.To("all", ct.Prefix("/"), "backend")),
+		ct.Cluster("backend", be.addr),
+	)
+	c, br = noFallback.dial(t)
+	if resp, body := exchange(t, c, br, "PING\r\n"); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("without a fallback: %d %q, want 400", resp.StatusCode, body)
+	}
+}

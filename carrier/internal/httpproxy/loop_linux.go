@@ -93,6 +93,7 @@ type lconn struct {
 	idle       time.Duration
 	closeAfter bool
 	retried    bool
+	requests   int // taken on this connection
 	status     int
 	nUp, nDown int64
 	reqBytes   []byte // the request as it goes upstream
@@ -122,6 +123,7 @@ type lwake struct {
 type handoff struct {
 	fd      int
 	pending []byte // the client's bytes not yet taken
+	fresh   bool   // no request was taken on the connection yet
 	// A request whose response the goroutine reads (upFd >= 0).
 	upFd      int
 	upPending []byte
@@ -143,7 +145,7 @@ const lbufSize = 16 << 10
 func (p *Proxy) serveOnLoop(ctx context.Context, loop *netio.Loop, c *net.TCPConn, current func() *config.Listener) *handoff {
 	fd, err := netio.Detach(c)
 	if err != nil {
-		return &handoff{fd: -1, upFd: -1}
+		return &handoff{fd: -1, upFd: -1, fresh: true}
 	}
 	lc := &lconn{p: p, loop: loop, current: current, wake: make(chan lwake, 1), fd: fd, local: c.LocalAddr()}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -250,7 +252,14 @@ func (lc *lconn) run() {
 // readHead takes the next request once its head, and its body if it has
 // one, are in.
 func (lc *lconn) readHead() bool {
-	if lc.r < lc.w {
+	v := sniffHTTP
+	if lc.r < lc.w && lc.requests == 0 {
+		v = sniff(lc.in[lc.r:lc.w])
+		if v == sniffOther {
+			return lc.handoff(false) // see serve
+		}
+	}
+	if lc.r < lc.w && v == sniffHTTP {
 		sr := &lc.sr
 		*sr = sliceReader{b: lc.in[lc.r:lc.w]}
 		err := lc.req.readRequest(sr)
@@ -342,6 +351,7 @@ func (lc *lconn) begin(headLen int) bool {
 	}
 	req := &lc.req
 	lc.started = lc.loop.Now()
+	lc.requests++
 	lc.l = l
 	lc.closeAfter = req.connClose
 	lc.retried = false
@@ -808,7 +818,7 @@ func (lc *lconn) finish() {
 func (lc *lconn) handoff(mid bool) bool {
 	lc.loop.SetDeadline(lc, time.Time{})
 	lc.loop.Remove(lc.slot, lc.fd)
-	h := &handoff{fd: lc.fd, upFd: -1, pending: append([]byte(nil), lc.in[lc.r:lc.w]...)}
+	h := &handoff{fd: lc.fd, upFd: -1, pending: append([]byte(nil), lc.in[lc.r:lc.w]...), fresh: lc.requests == 0}
 	if mid {
 		u := lc.up
 		lc.up = nil

@@ -15,6 +15,7 @@ import (
 type handoff struct {
 	fd, upFd int
 	pending  []byte
+	fresh    bool
 }
 
 type lpools struct{}

@@ -126,6 +126,37 @@ func (m *message) line(br lineReader) (span, error) {
 	return span{s, int32(len(m.head))}, nil
 }
 
+// What sniff says of a connection's first bytes.
+const (
+	sniffMore  = iota // too few bytes to tell
+	sniffHTTP         // they start as an HTTP request line (or HTTP/2's preface)
+	sniffOther        // they do not: another protocol
+)
+
+// sniff tells whether a connection's first bytes start like an HTTP/1
+// request line: a method token, then a space (HTTP/2's "PRI * HTTP/2.0"
+// preface does too). Empty lines before it pass, as readRequest allows
+// them; a run of more than a few is left to readRequest to refuse. The
+// verdict comes within the first 41 bytes.
+func sniff(b []byte) int {
+	const maxEmpty, maxMethod = 8, 32
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		if i++; i > maxEmpty {
+			return sniffHTTP
+		}
+	}
+	for start := i; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == ' ' && i > start:
+			return sniffHTTP
+		case !tokenChar[c], i-start == maxMethod:
+			return sniffOther
+		}
+	}
+	return sniffMore
+}
+
 // tokenChar marks the bytes allowed in a token (RFC 9110 5.6.2).
 var tokenChar = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {

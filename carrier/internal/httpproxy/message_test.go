@@ -278,3 +278,28 @@ func FuzzSliceReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSniff: every request head readRequest takes (with a method of up to
+// 32 bytes) sniffs as HTTP, from its full bytes and from any prefix long
+// enough to hold the method and a space; no prefix sniffs as another
+// protocol.
+func FuzzSniff(f *testing.F) {
+	f.Add("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	f.Add("\r\nPOST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	f.Add("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	f.Add("*1\r\n$4\r\nPING\r\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		m, err := parseReq(in)
+		if err != nil || len(m.Method()) > 32 {
+			return
+		}
+		if v := sniff([]byte(in)); v != sniffHTTP {
+			t.Fatalf("%q parses as a request but sniffs as %d", in, v)
+		}
+		for i := range len(in) {
+			if sniff([]byte(in[:i])) == sniffOther {
+				t.Fatalf("the prefix %q of a request sniffs as another protocol", in[:i])
+			}
+		}
+	})
+}

@@ -11,6 +11,10 @@
 // hop-by-hop ones (RFC 9110 7.6.1) and X-Forwarded-For, to which the
 // client's address is appended.
 //
+// A connection whose first bytes do not start as an HTTP request line (a
+// client of another protocol, on a port no bridge carries as raw TCP) is
+// relayed whole to the listener's fallback, as a TCP listener would.
+//
 // On Linux, with two Ps or more, HTTP/1.1 connections are served on
 // internal/netio's event loop (loop_linux.go), which hands what it does
 // not serve itself to the goroutine path here. Either way the HTTP/1.1
@@ -221,6 +225,17 @@ func (p *Proxy) serve(ctx context.Context, c net.Conn, h *handoff, current func(
 		}
 		return
 	}
+	if (h == nil || h.fresh) && l.Fallback != nil {
+		// A connection that does not start as HTTP (another protocol on
+		// a port no bridge carries as raw TCP) goes to the fallback whole.
+		cc.dl.Read(c, cc.last, l.HTTP.IdleTimeout)
+		if v, err := cc.sniff(); err != nil {
+			return
+		} else if v == sniffOther {
+			p.passThrough(ctx, cc, l)
+			return
+		}
+	}
 	if h != nil && h.upFd >= 0 {
 		if !cc.resume(ctx, h) {
 			if cc.linger {
@@ -254,6 +269,50 @@ func (p *Proxy) serve(ctx context.Context, c net.Conn, h *handoff, current func(
 			}
 			return
 		}
+	}
+}
+
+// sniff reads until the connection's first bytes say whether it speaks
+// HTTP.
+func (cc *clientConn) sniff() (int, error) {
+	for n := 1; ; {
+		if _, err := cc.br.Peek(n); err != nil {
+			return sniffMore, err
+		}
+		b, _ := cc.br.Peek(cc.br.Buffered())
+		if v := sniff(b); v != sniffMore {
+			return v, nil
+		}
+		n = len(b) + 1
+	}
+}
+
+// passThrough relays a connection that does not speak HTTP to the
+// listener's fallback, as a TCP listener would, with the bytes read so
+// far. It counts as a fallback of the listener's unrouted requests.
+func (p *Proxy) passThrough(ctx context.Context, cc *clientConn, l *config.Listener) {
+	stats := l.NoRouteStats
+	stats.Fallback(metrics.ReasonNotHTTP)
+	uc, err := upstream.Dial(ctx, l.Fallback, cc.client)
+	if err != nil {
+		var de *upstream.DialError
+		if errors.As(err, &de) {
+			p.Metrics.UpstreamError(l.Fallback.Name, de.Kind)
+		}
+		p.logf(slog.LevelWarn, "fallback connect failed", "cluster", l.Fallback.Name, "err", err)
+		return
+	}
+	stats.Connection()
+	pending, _ := cc.br.Peek(cc.br.Buffered())
+	var up, down int64
+	if cc.nc.TCPConn != nil {
+		up, down, err = netio.Join(ctx, cc.nc, netio.New(uc), pending, nil)
+	} else {
+		up, down, err = pipe.Options{APending: pending}.Join(ctx, cc.c, uc)
+	}
+	stats.Bytes(up, down)
+	if err != nil {
+		p.Metrics.UpstreamError(l.Fallback.Name, metrics.ErrIO)
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	ReasonRoutesPending = "routes_pending"  // the listener's RouteConfiguration has not arrived yet
 	ReasonNoEndpoints   = "no_endpoints"    // the bridge cluster has no endpoints
 	ReasonClusterAbsent = "cluster_missing" // the route names a cluster that is not configured
+	ReasonNotHTTP       = "not_http"        // a connection to an HTTP port did not start as HTTP
 )
 
 // Upstream error kinds.
@@ -153,7 +154,7 @@ func (s *Series) Bytes(up, down int64) {
 	}
 }
 
-var reasons = [...]string{ReasonNoRoute, ReasonBridgeRefused, ReasonConnectFailed, ReasonRoutesPending, ReasonNoEndpoints, ReasonClusterAbsent}
+var reasons = [...]string{ReasonNoRoute, ReasonBridgeRefused, ReasonConnectFailed, ReasonRoutesPending, ReasonNoEndpoints, ReasonClusterAbsent, ReasonNotHTTP}
 
 // Fallback counts a request or connection of this series' bridge (and
 // route) that went to the fallback instead.

@@ -14,6 +14,8 @@
 //	                                 over RDS "port-P"; WebSocket upgrades;
 //	                                 no stream idle timeout), metadata
 //	                                 gefyra.fallback_cluster = "fallback-P"
+//	                                 (carrier also relays a connection that
+//	                                 does not start as HTTP there, whole)
 //	RouteConfiguration    "port-P"   one virtual host "*"; first the route
 //	                                 "kube-probe" (header user-agent prefix
 //	                                 "kube-probe/": a direct response 200),
