@@ -100,7 +100,7 @@ type lconn struct {
 	upOut      []byte // of reqBytes, not yet written
 
 	up        *lup
-	upIn      *[]byte // the response's bytes: (*upIn)[ur:uw] not yet taken (made at the first response)
+	upIn      []byte // the response's bytes: upIn[ur:uw] not yet taken
 	ur, uw    int
 	remaining int64
 	reuse     bool
@@ -136,7 +136,8 @@ type handoff struct {
 	nUp       int64
 }
 
-// lbufSize is the loop's read buffer for a client's request heads; a
+// lbufSize is the size of the buffers a connection on the loop reads
+// requests and responses into, taken only while it has bytes to hold; a
 // head that does not fit leaves the loop.
 const lbufSize = 16 << 10
 
@@ -181,7 +182,6 @@ func (lc *lconn) start() {
 		return
 	}
 	lc.slot = s
-	lc.in = make([]byte, lbufSize)
 	lc.readable, lc.writable = true, true
 	lc.last = lc.loop.Now()
 	lc.state = stHead
@@ -280,7 +280,7 @@ func (lc *lconn) readHead() bool {
 			return lc.begin(sr.off)
 		}
 	}
-	if lc.w == len(lc.in) {
+	if lc.in != nil && lc.w == len(lc.in) {
 		if lc.r == 0 {
 			return lc.handoff(false) // a head larger than the buffer
 		}
@@ -288,8 +288,16 @@ func (lc *lconn) readHead() bool {
 		lc.r = 0
 	}
 	if !lc.readable {
+		if lc.r == lc.w {
+			// At rest: the buffer goes back until bytes come.
+			lc.bufs().putBuf(lc.in)
+			lc.in, lc.r, lc.w = nil, 0, 0
+		}
 		lc.headDeadline()
 		return false
+	}
+	if lc.in == nil {
+		lc.in = lc.bufs().getBuf()
 	}
 	n, errno := netio.Read(lc.fd, lc.in[lc.w:])
 	switch errno {
@@ -563,8 +571,7 @@ func (lc *lconn) send() bool {
 	lc.sent = lc.loop.Now()
 	lc.after(lc.timeout)
 	if lc.upIn == nil {
-		b := make([]byte, lbufSize)
-		lc.upIn = &b
+		lc.upIn = lc.bufs().getBuf()
 	}
 	lc.ur, lc.uw = 0, 0
 	lc.state = stWait
@@ -574,7 +581,7 @@ func (lc *lconn) send() bool {
 // readResponseHead reads the response head and starts the response.
 func (lc *lconn) readResponseHead() bool {
 	u := lc.up
-	buf := *lc.upIn
+	buf := lc.upIn
 	for {
 		if lc.ur < lc.uw {
 			sr := &lc.sr
@@ -640,7 +647,7 @@ func (lc *lconn) respond(headLen int) bool {
 	if lc.ur+have < lc.uw {
 		lc.reuse = false // bytes after the response
 	}
-	lc.head = append(lc.head, (*lc.upIn)[lc.ur:lc.ur+have]...)
+	lc.head = append(lc.head, lc.upIn[lc.ur:lc.ur+have]...)
 	lc.ur += have
 	lc.remaining -= int64(have)
 	lc.nDown = int64(have)
@@ -672,7 +679,7 @@ func (lc *lconn) relay() bool {
 		}
 		// Read what comes, not only what is left: bytes after the
 		// response mean the connection must not serve another.
-		buf := *lc.upIn
+		buf := lc.upIn
 		n, errno := netio.Read(u.fd, buf)
 		switch {
 		case errno == 0 && n > 0:
@@ -740,6 +747,8 @@ func (lc *lconn) done() bool {
 			lc.loop.Close(u.slot, u.fd)
 		}
 	}
+	lc.bufs().putBuf(lc.upIn)
+	lc.upIn = nil
 	lc.last = now
 	if lc.closeAfter {
 		lc.finish()
@@ -747,6 +756,17 @@ func (lc *lconn) done() bool {
 	}
 	lc.state = stHead
 	return true
+}
+
+// bufs are the buffers of the connection's Proxy on the loop.
+func (lc *lconn) bufs() *lpools { return lc.p.loopPools(lc.loop) }
+
+// dropBufs gives the connection's buffers back.
+func (lc *lconn) dropBufs() {
+	lc.bufs().putBuf(lc.in)
+	lc.bufs().putBuf(lc.upIn)
+	lc.in, lc.upIn = nil, nil
+	lc.r, lc.w = 0, 0
 }
 
 // answer makes carrier's own answer the response.
@@ -808,6 +828,7 @@ func (lc *lconn) finish() {
 	lc.loop.SetDeadline(lc, time.Time{})
 	lc.loop.Close(lc.slot, lc.fd)
 	lc.closeUp()
+	lc.dropBufs()
 	lc.state = stDone
 	lc.loop.Release()
 	lc.wake <- lwake{}
@@ -824,11 +845,12 @@ func (lc *lconn) handoff(mid bool) bool {
 		lc.up = nil
 		lc.loop.Remove(u.slot, u.fd)
 		h.upFd = u.fd
-		h.upPending = append([]byte(nil), (*lc.upIn)[lc.ur:lc.uw]...)
+		h.upPending = append([]byte(nil), lc.upIn[lc.ur:lc.uw]...)
 		h.req, lc.req = lc.req, message{}
 		h.rt, h.target, h.stats = lc.rt, lc.target, lc.stats
 		h.started, h.sent, h.nUp = lc.started, lc.sent, lc.nUp
 	}
+	lc.dropBufs()
 	lc.state = stDone
 	lc.loop.Release()
 	lc.wake <- lwake{h: h}

@@ -52,6 +52,29 @@ type lpools struct {
 	pools       map[lkey]*lpool
 	max         int
 	idleTimeout time.Duration
+	// free are buffers of lbufSize for the connections on the loop.
+	free [][]byte
+}
+
+// maxFree is the most buffers kept for reuse (4 MiB).
+const maxFree = 256
+
+// getBuf returns a buffer of lbufSize.
+func (ps *lpools) getBuf() []byte {
+	if n := len(ps.free); n > 0 {
+		b := ps.free[n-1]
+		ps.free[n-1] = nil
+		ps.free = ps.free[:n-1]
+		return b
+	}
+	return make([]byte, lbufSize)
+}
+
+// putBuf takes a buffer of getBuf back (nil: none).
+func (ps *lpools) putBuf(b []byte) {
+	if b != nil && len(ps.free) < maxFree {
+		ps.free = append(ps.free, b)
+	}
 }
 
 // lpool are the idle connections to one endpoint; closed once the
