@@ -415,6 +415,14 @@ func (d *Demo) GetWith(t testworld.T, path string, header http.Header) Answer {
 		req.Header[k] = vs
 	}
 	page, err := d.browser.Do(req)
+	for err != nil && refusedByService(err) && ctx.Err() == nil {
+		// A Pod that a mount or bridge just restarted a container of was
+		// out of its Services meanwhile; kube-proxy routes to it again a
+		// moment after it is ready (its sync period).
+		t.Logf("GET %s: %v; the Service does not route to a ready Pod yet, trying again", path, err)
+		time.Sleep(250 * time.Millisecond)
+		page, err = d.browser.Do(req)
+	}
 	d.rec.take()
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
@@ -423,6 +431,13 @@ func (d *Demo) GetWith(t testworld.T, path string, header http.Header) Answer {
 		t.Fatalf("GET %s ended on %s (%d): the login did not hold", path, page.URL, page.Status)
 	}
 	return Answer{Path: path, Status: page.Status, Body: strings.TrimSpace(page.Text())}
+}
+
+// refusedByService reports a connection that kube-proxy refused: the
+// Service has no ready endpoint (it answers "no route to host" or
+// "connection refused").
+func refusedByService(err error) bool {
+	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // ExpectHello checks that / answers 200 {"Hello":"World"}.
