@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # e2e.sh runs the end-to-end tests (go test -race -tags e2e ./e2e/...) on the
-# test world and the machine's Docker Engine. It starts what is not running
+# test world and the machine's Docker Engine, after the CLI's tests that need
+# Docker Engine (./cli/..., which skip those without one). It starts what is not running
 # and afterwards stops only what it started; when it started the world, it
 # also checks that `world.sh down` left the machine exactly as it found it
 # (world/snapshot.sh before and after). The world's logs stay in
@@ -41,6 +42,13 @@ if ! "$here/docker.sh" status | grep -q ': running'; then
 	"$here/docker.sh" up
 fi
 skip=()
+# The CLI's tests that drive Docker Engine (they skip where there is none,
+# as in `make unit`); not when go test flags pick tests.
+if [ $# -eq 0 ]; then
+	log "the CLI's tests that need Docker Engine"
+	(cd "$here/.." && go test -race -count=1 ./cli/...)
+fi
+
 if "$here/world.sh" status >/dev/null 2>&1; then
 	log "using the world that is already up (it stays up)"
 else

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -298,5 +299,48 @@ func TestBridgeState(t *testing.T) {
 	}
 	if s, err := cl.GetBridgeState(ctx, "c", ns, "b"); err != nil || s.Exists {
 		t.Fatalf("state of a deleted bridge: %+v, %v", s, err)
+	}
+}
+
+func TestNotRouted(t *testing.T) {
+	cl := connect(t, "admin", "system:masters")
+	ctx := context.Background()
+	ns, err := api.Namespace(ctx)
+	clitest.Must(t, err)
+	ready, notReady := true, false
+	slice := func(name, service string, eps ...discoveryv1.Endpoint) {
+		clitest.Must(t, api.Client.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   eps,
+		}))
+	}
+	ep := func(ip, pod string, r *bool) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: r},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}}
+	}
+	slice("web-a", "web", ep("10.0.0.1", "web-0", &notReady), ep("10.0.0.2", "web-1", &ready), ep("10.0.0.3", "other", &notReady))
+	slice("admin-a", "admin", ep("10.0.0.1", "web-0", &notReady), ep("10.0.0.2", "web-1", nil))
+	tests := []struct {
+		name string
+		pods []string
+		want string
+	}{
+		{"one Pod out of two Services", []string{"web-0"}, "[Pod web-0 in Service admin Pod web-0 in Service web]"},
+		{"ready, or ready unknown", []string{"web-1"}, "[]"},
+		{"only the Pods asked about", []string{"web-0", "web-1"}, "[Pod web-0 in Service admin Pod web-0 in Service web]"},
+		{"a Pod in no Service", []string{"lonely"}, "[]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := cl.NotRouted(ctx, ns, tt.pods)
+			clitest.Must(t, err)
+			if fmt.Sprint(got) != tt.want {
+				t.Fatalf("NotRouted(%v) = %v, want %v", tt.pods, got, tt.want)
+			}
+		})
+	}
+	if _, err := connect(t, "nobody").NotRouted(ctx, ns, []string{"web-0"}); !cluster.IsForbidden(err) {
+		t.Fatalf("a user who may not list EndpointSlices: %v, want forbidden", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -347,12 +348,46 @@ func (o *bridgeOptions) run(ctx context.Context, a *app) error {
 	default:
 		return a.rollbackBridge(ctx, cl, dir, ag, st.Client, ns, name, err)
 	}
+	if len(pods) > 0 {
+		waitRouted(ctx, cl, u, ns, pods, o.timeout)
+	}
 	u.Info("Bridge %s established", name)
 	if o.output != "" {
 		return printResult(a.env.Stdout, o.output, bridgeResult{Name: name, Namespace: ns, Target: ref + "/" + container,
 			Container: o.container, Pods: pods, Ports: ports})
 	}
 	return nil
+}
+
+// waitRouted waits until the bridged Pods are ready in their Services'
+// endpoints again: the bridge restarted a container of each, which took
+// it out of its Services for a moment, and a request right after the
+// bridge is up would be refused. It only warns if they are not back within
+// timeout; a user who may not read EndpointSlices does not wait.
+func waitRouted(ctx context.Context, cl *cluster.Cluster, u *ui, ns string, pods []string, timeout time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	wt := newWaiter(u, 3*time.Second)
+	for {
+		out, err := cl.NotRouted(wctx, ns, pods)
+		switch {
+		case cluster.IsForbidden(err), err == nil && len(out) == 0:
+			return
+		case wctx.Err() != nil:
+			why := strings.Join(out, ", ") + " not ready in the Service's endpoints yet"
+			if err != nil {
+				why = "could not read the Services' endpoints: " + err.Error()
+			}
+			u.Warn("%s; requests through the Service may be refused for a moment", why)
+			return
+		case err == nil:
+			wt.Update("Waiting for the Services to route to " + strings.Join(out, ", "))
+		}
+		select {
+		case <-wctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func describe(s cluster.BridgeState) string {

@@ -12,10 +12,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -229,12 +232,35 @@ func TestTutorialFlow(t *testing.T) {
 	w.ok("run", "-i", image, "-N", "myfastapi-demo", "-n", ns, "-c", "/server --greeting 'from the laptop'")
 	w.ok("run", "-i", image, "-N", "second", "-n", ns, "-c", "/server --greeting second")
 
+	// The Pod is out of its Service (its container restarts with carrier)
+	// and back in it a moment later: bridge waits for that.
+	notReady := false
+	eps := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "oauth2-demo-x", Labels: map[string]string{discoveryv1.LabelServiceName: "oauth2-demo"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.9"}, Conditions: discoveryv1.EndpointConditions{Ready: &notReady},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}}},
+	}
+	clitest.Must(t, api.Client.Create(ctx, eps))
+	var routed atomic.Bool
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		ready := true
+		eps.Endpoints[0].Conditions.Ready = &ready
+		if err := api.Client.Update(ctx, eps); err == nil {
+			routed.Store(true)
+		}
+	}()
+
 	// bridge, exactly as the tutorial prints it
 	r = w.ok("bridge", "-N", "myfastapi-demo", "-n", ns, "--deployment", "oauth2-demo",
 		"--port", "8155:8155", "--container-name", "oauth2-demo-app", "-I", "myfastapi")
 	want := "[INFO] Creating bridge for Pod " + pod + "\n[INFO] Waiting for the bridge(s) to become active\n[INFO] Bridge myfastapi established\n"
 	if r.stderr != want {
 		t.Fatalf("bridge said\n%s\nwant\n%s", r.stderr, want)
+	}
+	if !routed.Load() {
+		t.Fatal("bridge said the bridge was established while its Pod was not ready in its Service")
 	}
 	bs := bridgesOf(t, w.client)
 	if len(bs) != 1 {
