@@ -37,7 +37,10 @@
 // has its own lock) is the proxy and holds the lock until it dies; any
 // later process finds it taken and is an exec'd command: it exits 0 at
 // once. PID 1 is always the proxy (it is the container's init). A process
-// that is not PID 1 but finds the lock free (a Pod with
+// that is not PID 1 while PID 1 runs this same binary is an exec'd
+// command, lock or no lock: kubelet may run a probe right after the
+// container started, before the proxy has taken the lock. A process that
+// is not PID 1 and finds the lock free otherwise (a Pod with
 // shareProcessNamespace, where pause is PID 1, or carrier run by hand) is
 // the proxy too. The lock path can be changed with GEFYRA_CARRIER_LOCK
 // (tests, running outside a container).
@@ -82,6 +85,9 @@ func Decide(lockPath string, pid int) (Role, *os.File, error) {
 	if lockPath == "" {
 		lockPath = DefaultLock
 	}
+	if pid != 1 && initIsSelf() {
+		return RoleExec, nil, nil
+	}
 	f, err := os.Open(lockPath)
 	if err != nil {
 		if pid == 1 {
@@ -108,6 +114,21 @@ func Decide(lockPath string, pid int) (Role, *os.File, error) {
 		f.Close()
 		return RoleProxy, nil, fmt.Errorf("locking %s (assuming the proxy): %w", lockPath, err)
 	}
+}
+
+// initExe and selfExe are the executables of PID 1 and of this process.
+var initExe, selfExe = "/proc/1/exe", "/proc/self/exe"
+
+// initIsSelf reports whether PID 1 runs this process's own binary: in the
+// carrier container, PID 1 is then the proxy. Where PID 1 cannot be looked
+// at, it says no, and the lock decides.
+func initIsSelf() bool {
+	a, err := os.Stat(initExe)
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(selfExe)
+	return err == nil && os.SameFile(a, b)
 }
 
 // IsOwnName reports whether argv0 names carrier itself, so its arguments

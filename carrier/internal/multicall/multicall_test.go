@@ -102,6 +102,38 @@ func TestPID1IsAlwaysTheProxy(t *testing.T) {
 	}
 }
 
+// TestExecBeforeTheProxyLocked: while PID 1 runs carrier's own binary,
+// any other carrier process is an exec'd command, also before the proxy
+// has taken the lock (kubelet may run a probe at once); where PID 1 runs
+// something else, the free lock makes it the proxy.
+func TestExecBeforeTheProxyLocked(t *testing.T) {
+	lock := t.TempDir()
+	defer func(i string) { initExe = i }(initExe)
+	tests := []struct {
+		name string
+		init string
+		pid  int
+		want Role
+	}{
+		{"PID 1 runs this binary", selfExe, 4242, RoleExec},
+		{"this process is PID 1", selfExe, 1, RoleProxy},
+		{"PID 1 runs another binary", "/bin/sh", 4242, RoleProxy},
+		{"PID 1 cannot be looked at", filepath.Join(lock, "missing"), 4242, RoleProxy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			initExe = tt.init
+			role, f, err := Decide(lock, tt.pid)
+			if f != nil {
+				f.Close() // the lock stays free for the next case
+			}
+			if err != nil || role != tt.want {
+				t.Fatalf("Decide: %v, %v; want %v", role, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestFilterArgs(t *testing.T) {
 	known := map[string]bool{"xds-server": false, "log-level": false, "version": true}
 	tests := []struct {
