@@ -529,7 +529,6 @@ func (lc *lconn) dialled(res dialResult) {
 		}
 		return
 	}
-	lc.state = stHead // until chosen says otherwise
 	switch {
 	case res.err != nil:
 		lc.rt, lc.target, lc.stats = res.ch.rt, res.ch.target, res.ch.stats
@@ -591,10 +590,6 @@ func (lc *lconn) readResponseHead() bool {
 				return lc.respond(sr.off)
 			}
 			if err != errIncomplete {
-				var pe *protoError
-				if errors.As(err, &pe) {
-					pe.Status = 502
-				}
 				lc.failed(err)
 				return true
 			}

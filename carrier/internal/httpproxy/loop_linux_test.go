@@ -3,7 +3,6 @@ package httpproxy_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -14,13 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"gefyra.dev/gefyra/carrier/internal/config"
-	ct "gefyra.dev/gefyra/carrier/internal/config/configtest"
 	"gefyra.dev/gefyra/carrier/internal/httpproxy"
-	"gefyra.dev/gefyra/carrier/internal/metrics"
-	"gefyra.dev/gefyra/carrier/internal/upstream"
 	"gefyra.dev/gefyra/internal/netio"
 )
 
@@ -28,29 +22,13 @@ import (
 // more; `make test` runs them again with it off) and say which path they
 // took through LoopIdle.
 
-// loopProxy serves cfg's listener "http", after edit has changed it, with
-// a Proxy the test may look at; it returns the listener's address.
+// loopProxy serves a listener whose every request goes to backend (see
+// toBackend), after edit has changed it; it returns the Proxy, for the
+// test to look at, and the listener's address.
 func loopProxy(t *testing.T, backend string, edit func(*config.Listener)) (*httpproxy.Proxy, string) {
 	t.Helper()
-	cfg, err := config.Compile(ct.Resources(
-		ct.HTTPListener("http", "127.0.0.1:0", "routes", "fallback"),
-		ct.Routes("routes", ct.To("all", ct.Prefix("/"), "fallback")),
-		ct.Cluster("fallback", backend),
-	), metrics.New(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := cfg.Listener("http")
-	if edit != nil {
-		edit(l)
-	}
-	p := &httpproxy.Proxy{Pools: &upstream.Pools{}, Metrics: metrics.New(prometheus.NewRegistry())}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() {
-		cancel()
-		p.Close()
-	})
-	return p, serve(t, func(c net.Conn) { p.ServeConn(ctx, c, func() *config.Listener { return l }) })
+	r := newRig(t, nil, edit, toBackend(backend)...)
+	return r.p, r.addr
 }
 
 // route is the listener's one route.
@@ -308,38 +286,13 @@ func TestLoopTimeouts(t *testing.T) {
 // ends, also one waiting for a response.
 func TestLoopEndsWithItsContext(t *testing.T) {
 	be := slowBackend(t)
-	cfg, err := config.Compile(ct.Resources(
-		ct.HTTPListener("http", "127.0.0.1:0", "routes", "fallback"),
-		ct.Routes("routes"),
-		ct.Cluster("fallback", be.Listener.Addr().String()),
-	), metrics.New(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := cfg.Listener("http")
-	p := &httpproxy.Proxy{Pools: &upstream.Pools{}, Metrics: metrics.New(prometheus.NewRegistry())}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan struct{}, 2)
-	addr := serve(t, func(c net.Conn) {
-		p.ServeConn(ctx, c, func() *config.Listener { return l })
-		served <- struct{}{}
-	})
-	idle, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
-	ibr := bufio.NewReader(idle)
+	r := newRig(t, nil, nil, toBackend(be.Listener.Addr().String())...)
+	idle, ibr := r.dial(t)
 	exchange(t, idle, ibr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	waiting, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer waiting.Close()
+	waiting, _ := r.dial(t)
 	io.WriteString(waiting, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	time.Sleep(100 * time.Millisecond)
-	cancel()
+	r.cancel()
 	for _, c := range []net.Conn{idle, waiting} {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if n, err := c.Read(make([]byte, 1)); err == nil {
@@ -348,12 +301,5 @@ func TestLoopEndsWithItsContext(t *testing.T) {
 			t.Fatal("the connection stays open after the context ended")
 		}
 	}
-	for range 2 {
-		select {
-		case <-served:
-		case <-time.After(5 * time.Second):
-			t.Fatal("ServeConn did not return after the context ended")
-		}
-	}
-	p.Close()
+	r.waitServed(t, 5*time.Second)
 }
